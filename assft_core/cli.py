@@ -1,0 +1,65 @@
+"""`assft` command line: one entry point, sub-commands registered by each engine package.
+
+Each package that offers commands has a `commands.py` with `register(subparsers)`, adding its
+sub-parsers with `set_defaults(func=handler)`; a handler takes the parsed args and returns an exit
+code. A user-facing error (`AssftError`) is printed without a traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from assft_core import __version__
+from assft_core.errors import AssftError
+
+# Packages whose `commands` module adds sub-commands (order = order in `assft --help`).
+COMMAND_MODULES = (
+    "assft_core.data.commands",
+    "assft_core.models.commands",
+    "assft_core.session.commands",
+    "assft_core.train.commands",
+    "assft_core.bench.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `assft` parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="assft",
+        description="ASSFT Studio: adapt a medical vision foundation model to a new segmentation task "
+        "with few expert labels (active learning + selective semi-supervised fine-tuning).",
+    )
+    parser.add_argument("--version", action="version", version=f"assft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # package without commands yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `assft` with `argv` (default: sys.argv[1:]); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AssftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Typed settings: the one place for every default of ASSFT Studio.
+
+Every constant of the method (ASSFT, METHOD.md §1–§5) is a field here with the METHOD.md
+default; code reads it from a config object, never from a literal. A config is saved beside
+every run as JSON (`to_dict` / `from_dict`), so a result can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Modality(str, enum.Enum):
+    """Imaging modality; decides the intensity normalisation (CT: HU window, MRI: percentiles)."""
+
+    CT = "CT"
+    MRI = "MRI"
+
+
+class BNMode(str, enum.Enum):
+    """What BatchNorm layers do while fine-tuning (METHOD.md §5)."""
+
+    TRAIN = "train"  # running statistics adapt to the target data (default)
+    FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept
+
+
+class SSFTMode(str, enum.Enum):
+    """Which unlabelled cases join the SSFT phase (METHOD.md §4)."""
+
+    SELECTIVE = "selective"
+    NONE = "none"
+    ALL = "all"
+    CONFIDENCE_ONLY = "confidence_only"
+    DISTANCE_ONLY = "distance_only"
+
+
+@dataclass
+class PreprocessConfig:
+    """Preprocessing to the network's grid (ARCHITECTURE.md, data/).
+
+    Attributes:
+        spacing_mm: target voxel spacing in mm (RAS axes order), e.g. (2.0, 2.0, 2.0).
+        modality: CT or MRI; selects the intensity normalisation.
+        ct_window: HU window (low, high) for CT, then scaled to [0, 1].
+        mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1].
+        crop_foreground: crop to the body (non-zero / above-threshold region) before padding.
+        divisor: pad each spatial size to a multiple of this (the network's downsampling factor).
+    """
+
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    modality: Modality = Modality.MRI
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    mri_percentiles: tuple[float, float] = (0.5, 99.5)
+    crop_foreground: bool = True
+    divisor: int = 16
+
+
+@dataclass
+class InferenceConfig:
+    """Sliding-window inference and the scoring pass (METHOD.md §0).
+
+    Attributes:
+        roi_size: sliding-window ROI in voxels (D, H, W).
+        overlap: sliding-window overlap fraction in [0, 1).
+        sw_batch_size: windows per forward batch.
+        n_tta: number of flip test-time augmentations averaged (1 = none).
+        device: "auto" (CUDA when present, else CPU), "cpu" or "cuda[:i]".
+    """
+
+    roi_size: tuple[int, int, int] = (64, 64, 64)
+    overlap: float = 0.25
+    sw_batch_size: int = 2
+    n_tta: int = 1
+    device: str = "auto"
+
+
+@dataclass
+class QueryConfig:
+    """DKD, ASD and the ASSFT query (METHOD.md §1–§3).
+
+    Attributes:
+        lam: λ, weight of the DKD rank against the ASD rank in the query score.
+        roi_dilation_voxels: r, radius in voxels of the ball dilating each predicted class.
+        fallback_top_fraction: q, fraction of voxels (by foreground probability) used as the ROI
+            when every class ROI is empty.
+        var_floor_abs: absolute floor of σ²_src.
+        var_floor_rel: relative floor of σ²_src (times the layer's median channel variance).
+        embedding_stages: which encoder stages are pooled into z ("deepest" or "all").
+        clasp_fg_fraction: fraction of the budget given to foreground classes by clasp_pe.
+        clasp_beta_start / clasp_beta_end: power-noising β at the first / planned last round.
+        planned_rounds: default number of rounds of a project (schedules such as clasp_pe's β).
+    """
+
+    lam: float = 0.5
+    roi_dilation_voxels: int = 2
+    fallback_top_fraction: float = 0.01
+    var_floor_abs: float = 1e-5
+    var_floor_rel: float = 1e-3
+    embedding_stages: str = "deepest"
+    clasp_fg_fraction: float = 0.66
+    clasp_beta_start: float = 1.0
+    clasp_beta_end: float = 100.0
+    planned_rounds: int = 5
+
+
+@dataclass
+class TrainConfig:
+    """One training run (shared by pre-training, fine-tuning, SSFT and benchmarks; METHOD.md §4–§5).
+
+    Counts are in optimiser steps, never epochs (with 2–8 cases an epoch means nothing).
+
+    Attributes:
+        steps: optimiser steps of this run.
+        batch_size: patches per step from the labelled set.
+        patch_size: training crop in voxels (D, H, W).
+        lr / weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
+        fg_crop_prob: probability that a crop is centred on a foreground voxel (never on ignore).
+        augment: random flips, small affine and intensity jitter.
+        bn_mode: BatchNorm behaviour while fine-tuning.
+        checkpoint_every: write a resumable checkpoint every this many steps (and at the end).
+        seed: seeds crops, augmentation and initialisation.
+        ignore_index: label value excluded from the loss and from crop centres (pseudo-labels).
+        unlabelled_batch_size: patches per step from the pseudo-labelled set R (SSFT phase).
+        lambda_u_max: λ_max of the unsupervised weight ramp λ_max · exp(−5 (1 − e/E)²).
+        device: "auto", "cpu" or "cuda[:i]".
+    """
+
+    steps: int = 200
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    fg_crop_prob: float = 0.67
+    augment: bool = True
+    bn_mode: BNMode = BNMode.TRAIN
+    checkpoint_every: int = 50
+    seed: int = 0
+    ignore_index: int = 255
+    unlabelled_batch_size: int = 2
+    lambda_u_max: float = 0.5
+    device: str = "auto"
+
+
+@dataclass
+class SSFTConfig:
+    """Selective semi-supervised fine-tuning (METHOD.md §4).
+
+    Attributes:
+        mode: which unlabelled cases are admitted.
+        supervised_steps: S, steps on L before the pseudo-labels are made.
+        ssft_steps: S_u, steps on L ∪ R after.
+        rho: fraction of U \\ L admitted, by reliability rank.
+        c_min: optional absolute floor on confidence c (None: no floor).
+        tau_v: voxel confidence below which a pseudo-label voxel is set to ignore.
+    """
+
+    mode: SSFTMode = SSFTMode.SELECTIVE
+    supervised_steps: int = 200
+    ssft_steps: int = 100
+    rho: float = 0.5
+    c_min: float | None = None
+    tau_v: float = 0.90
+
+
+@dataclass
+class ProjectConfig:
+    """Settings of one project (one store), saved in it."""
+
+    budget: int = 2
+    planned_rounds: int = 5
+    strategy: str = "assft"
+    seed: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ssft: SSFTConfig = field(default_factory=SSFTConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; enums become their values, tuples lists."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        return v
+
+    return conv(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build config dataclass `cls` from `data` (the inverse of `to_dict`).
+
+    Unknown keys raise ValueError naming them (a typo in a config file must not pass silently);
+    missing keys take their defaults.
+
+    Raises:
+        ValueError: on unknown keys or a value that the field's type rejects.
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{cls.__name__}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    import typing
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ValueError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
+    if origin is tuple:
+        return tuple(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value, where) if len(non_none) == 1 else value
+    return value

@@ -1,0 +1,1 @@
+"""assft_core.models"""
