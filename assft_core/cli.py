@@ -17,6 +17,7 @@ from assft_core.errors import AssftError
 # Packages whose `commands` module adds sub-commands (order = order in `assft --help`).
 COMMAND_MODULES = (
     "assft_core.data.commands",
+    "assft_core.data.demo.commands",
     "assft_core.models.commands",
     "assft_core.session.commands",
     "assft_core.train.commands",

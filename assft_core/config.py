@@ -50,6 +50,14 @@ class PreprocessConfig:
         mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1].
         crop_foreground: crop to the body (non-zero / above-threshold region) before padding.
         divisor: pad each spatial size to a multiple of this (the network's downsampling factor).
+        ct_body_threshold_hu: CT voxels above this HU count as body when cropping the foreground
+            (air is about -1000 HU, fat about -100 HU).
+        max_voxels: a file whose header claims more voxels than this is refused before loading
+            (2**29 voxels = 2 GiB as float32).
+        geometry_tolerance: largest difference in mm (spacing, origin) or direction cosine
+            allowed between an image and its label, or between channels.
+        label_max_unique: a "label" with more distinct values than this is taken for an
+            intensity image by the integrity check.
     """
 
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
@@ -58,6 +66,10 @@ class PreprocessConfig:
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
     crop_foreground: bool = True
     divisor: int = 16
+    ct_body_threshold_hu: float = -500.0
+    max_voxels: int = 2**29
+    geometry_tolerance: float = 1e-3
+    label_max_unique: int = 64
 
 
 @dataclass
@@ -169,12 +181,24 @@ class SSFTConfig:
 
 @dataclass
 class ProjectConfig:
-    """Settings of one project (one store), saved in it."""
+    """Settings of one project (one store), saved in it.
+
+    Attributes:
+        budget: b, cases proposed per round.
+        planned_rounds: T, rounds planned (schedules such as clasp_pe's β).
+        strategy: the query strategy's registered name.
+        seed: seeds the strategies' random choices.
+        heartbeat_s: a running job writes its heartbeat to the store every this many seconds.
+        stale_after_s: a job whose heartbeat is older than this (s) and whose process is gone is
+            marked dead (resumable from its last checkpoint).
+    """
 
     budget: int = 2
     planned_rounds: int = 5
     strategy: str = "assft"
     seed: int = 0
+    heartbeat_s: float = 2.0
+    stale_after_s: float = 30.0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     query: QueryConfig = field(default_factory=QueryConfig)

@@ -16,3 +16,17 @@ def _torch_threads():
 
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_corpus(tmp_path_factory):
+    """The tiny demo corpus (4 mm, 13 cases, layout unbalanced, seed 0), built once per session.
+
+    An nnU-Net v2 raw folder with cases.csv; treat it as read-only (other tests share it).
+    """
+    import torch
+
+    from assft_core.data.demo.builder import build_demo_corpus
+
+    torch.set_num_threads(2)
+    return build_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", layout="unbalanced", seed=0, size="tiny")

@@ -1,0 +1,292 @@
+"""Preprocessing to the network's grid with MONAI transforms, its geometric inverse, and a cache.
+
+Pipeline (ARCHITECTURE.md data/; METHOD.md §0): orientation RAS -> resampling to
+`cfg.spacing_mm` (image linear, label nearest) -> crop to the body -> intensity normalisation
+(CT: HU window to [0, 1]; MRI: percentiles of non-zero voxels to [0, 1]) -> pad to a multiple of
+`cfg.divisor`. MONAI's MetaTensor tracks the affine through every step, so the preprocessed
+affine is exact and `invert_label` is a nearest-neighbour resampling through world coordinates
+back onto the native grid (the geometry `Invertd` would restore, without keeping transform
+stacks alive in a cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    DivisiblePadd,
+    Orientationd,
+    ScaleIntensityRange,
+    Spacingd,
+)
+
+from assft_core.config import Modality, PreprocessConfig, to_dict
+from assft_core.data.grid import resample_label_to_grid
+from assft_core.data.io import NiftiFileError, Volume, load_image, load_label
+from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.errors import DataError
+
+# Bump when the pipeline's output changes, so old cache entries are never reused.
+PIPELINE_VERSION = "1"
+# Settings that do not change the output and so must not invalidate the cache.
+_NOT_IN_KEY = ("max_voxels", "geometry_tolerance", "label_max_unique")
+
+
+def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path | None = None) -> PreprocessedCase:
+    """Preprocess one case (image and, if present, its label) to the network's grid.
+
+    Args:
+        record: the case; `label_path` may be None (unlabelled pool case).
+        cfg: preprocessing settings.
+        cache_dir: when given, the result is cached there keyed by the files' bytes and `cfg`.
+
+    Returns:
+        PreprocessedCase with `image` (C, D, H, W) float32 in [0, 1], `label` (1, D, H, W) uint8
+        or None, and the preprocessed and native geometry.
+
+    Raises:
+        DataError: unreadable files, or a label whose grid or values do not fit the image (run
+            `assft validate` for the full list of problems).
+    """
+    files = list(record.image_paths) + ([record.label_path] if record.label_path is not None else [])
+    key = content_hash(files, cfg, has_label=record.label_path is not None)
+    cached = _cache_read(cache_dir, key)
+    if cached is not None:
+        return _with_identity(cached, record.case_id, record.site)
+    image = load_image(record.image_paths, max_voxels=cfg.max_voxels)
+    label = None
+    if record.label_path is not None:
+        label = load_label(record.label_path, max_voxels=cfg.max_voxels)
+        _check_label_fits(image, label, record.label_path, cfg.geometry_tolerance)
+    case = _run_pipeline(image, label, cfg, case_id=record.case_id, site=record.site, key=key)
+    _cache_write(cache_dir, case)
+    return case
+
+
+def preprocess_image(
+    paths: Sequence[Path],
+    cfg: PreprocessConfig,
+    *,
+    case_id: str | None = None,
+    cache_dir: Path | None = None,
+) -> PreprocessedCase:
+    """Preprocess an unlabelled scan (e.g. a new scan for `assft predict`).
+
+    Args:
+        paths: one file per channel, or one 4D multi-channel file.
+        cfg: preprocessing settings (those of the model's card).
+        case_id: id to carry; default the first file's name without `.nii(.gz)` and `_0000`.
+        cache_dir: optional cache folder.
+
+    Returns:
+        PreprocessedCase with `label` None.
+
+    Raises:
+        DataError: unreadable or unusable files.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("preprocess_image: no image file given.")
+    if case_id is None:
+        case_id = re.sub(r"(_\d{4})?\.nii(\.gz)?$", "", paths[0].name)
+    return preprocess_case(CaseRecord(case_id=case_id, image_paths=tuple(paths)), cfg, cache_dir=cache_dir)
+
+
+def invert_label(pred: np.ndarray, case: PreprocessedCase) -> np.ndarray:
+    """Map a label on the preprocessed grid back onto the case's native grid (nearest neighbour).
+
+    The inverse of the whole geometry of `preprocess_case` (orientation, spacing, crop, pad):
+    each native voxel takes the class of the preprocessed voxel nearest to it in world space;
+    native voxels outside the preprocessed (cropped) box are background.
+
+    Args:
+        pred: (D, H, W) or (1, D, H, W) uint8 class indices on the preprocessed grid.
+        case: the PreprocessedCase `pred` was computed on.
+
+    Returns:
+        (X, Y, Z) array of `pred`'s dtype on the native grid (`case.native_shape`, `case.native_affine`).
+
+    Raises:
+        DataError: if `pred`'s shape is not the preprocessed grid's.
+    """
+    pred = np.asarray(pred)
+    if pred.ndim == 4 and pred.shape[0] == 1:
+        pred = pred[0]
+    grid = tuple(case.image.shape[1:])
+    if pred.shape != grid:
+        raise DataError(f"invert_label: prediction shape {pred.shape} differs from the preprocessed grid {grid} of {case.case_id}.")
+    return resample_label_to_grid(pred, case.affine, case.native_shape, case.native_affine)
+
+
+def content_hash(files: Sequence[Path], cfg: PreprocessConfig, *, has_label: bool) -> str:
+    """SHA-256 of the files' bytes (in order) and the output-relevant preprocessing settings."""
+    h = hashlib.sha256()
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    h.update(json.dumps({"v": PIPELINE_VERSION, "cfg": settings, "label": has_label}, sort_keys=True).encode())
+    for f in files:
+        h.update(b"\0file\0")
+        try:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as exc:
+            raise NiftiFileError(f, f"cannot be read ({exc.strerror}).", "check the path and permissions.") from None
+    return h.hexdigest()
+
+
+def _check_label_fits(image: Volume, label: Volume, label_path: Path, tol: float) -> None:
+    if label.array.min() < 0 or label.array.max() > 254:
+        raise NiftiFileError(
+            label_path,
+            f"label values span {int(label.array.min())}..{int(label.array.max())}; class indices must be 0..254 (255 = ignore).",
+            "renumber the classes consecutively from 0 (background).",
+        )
+    if label.spatial_shape != image.spatial_shape:
+        raise NiftiFileError(
+            label_path,
+            f"label shape {label.spatial_shape} differs from the image's {image.spatial_shape}.",
+            "give the label made on this image, or resample it; `assft validate IMAGE LABEL` lists every problem.",
+        )
+    if not np.allclose(label.affine, image.affine, atol=tol):
+        raise NiftiFileError(
+            label_path,
+            "label geometry (spacing, origin or direction) differs from the image's.",
+            "copy the image header onto the label if they truly match; `assft validate IMAGE LABEL` shows details.",
+        )
+
+
+def _run_pipeline(
+    image: Volume, label: Volume | None, cfg: PreprocessConfig, *, case_id: str, site: str, key: str
+) -> PreprocessedCase:
+    affine = torch.as_tensor(image.affine, dtype=torch.float64)
+    data: dict[str, MetaTensor] = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=affine)}
+    keys = ["image"]
+    if label is not None:
+        data["label"] = MetaTensor(torch.from_numpy(label.array.astype(np.float32)), affine=affine.clone())
+        keys.append("label")
+    modes = ("bilinear", "nearest")[: len(keys)]
+    # Image edges replicate (CT air stays air); label outside the scan is background.
+    pads = ("border", "zeros")[: len(keys)]
+    steps = [
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Spacingd(keys=keys, pixdim=cfg.spacing_mm, mode=modes, padding_mode=pads, dtype=np.float32),
+    ]
+    if cfg.crop_foreground:
+        threshold = cfg.ct_body_threshold_hu if cfg.modality is Modality.CT else 0.0
+        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=lambda x: x > threshold, allow_smaller=True))
+    out = Compose(steps)(data)
+    img = out["image"]
+    img = _normalise(img, cfg, case_id)
+    out["image"] = img
+    out = DivisiblePadd(keys=keys, k=cfg.divisor, mode="constant")(out)
+    final_image: MetaTensor = out["image"]
+    lab = None
+    if label is not None:
+        lab_arr = out["label"].detach().cpu().numpy()
+        lab = np.rint(lab_arr).astype(np.uint8)
+    pre_affine = final_image.affine.detach().cpu().numpy().astype(np.float64)
+    return PreprocessedCase(
+        case_id=case_id,
+        image=final_image.detach().cpu().numpy().astype(np.float32),
+        label=lab,
+        affine=pre_affine,
+        spacing_mm=tuple(float(s) for s in np.linalg.norm(pre_affine[:3, :3], axis=0)),  # type: ignore[arg-type]
+        native_shape=image.spatial_shape,
+        native_affine=image.affine,
+        content_hash=key,
+        site=site,
+    )
+
+
+def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTensor:
+    """CT: HU window -> [0, 1]; MRI: per channel, (p_low, p_high) of non-zero voxels -> [0, 1]; clipped.
+
+    `img`: (C, D, H, W). Percentiles use at most ~1M non-zero voxels (an even stride through them):
+    `torch.quantile` refuses larger inputs, and the estimate is unchanged to well under 1 %.
+    """
+    if cfg.modality is Modality.CT:
+        lo, hi = cfg.ct_window
+        return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(img)
+    channels = []
+    for c in range(img.shape[0]):
+        ch = img[c : c + 1]
+        values = ch[ch != 0]
+        if values.numel() == 0:
+            raise DataError(f"{case_id}: channel {c} is all zero after resampling; check the image file.")
+        q = torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)], torch.tensor(cfg.mri_percentiles) / 100.0)
+        lo, hi = float(q[0]), float(q[1])
+        if hi <= lo:
+            raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+        channels.append(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(ch))
+    return torch.cat(channels, dim=0) if len(channels) > 1 else channels[0]
+
+
+def _with_identity(case: PreprocessedCase, case_id: str, site: str) -> PreprocessedCase:
+    # The cache is keyed by content; the id and site belong to the record asking.
+    case.case_id, case.site = case_id, site
+    return case
+
+
+def _cache_path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"{key}.npz"
+
+
+def _cache_read(cache_dir: Path | None, key: str) -> PreprocessedCase | None:
+    if cache_dir is None:
+        return None
+    path = _cache_path(cache_dir, key)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            label = z["label"] if z["has_label"] else None
+            return PreprocessedCase(
+                case_id="",
+                image=z["image"],
+                label=label,
+                affine=z["affine"],
+                spacing_mm=tuple(float(s) for s in z["spacing_mm"]),  # type: ignore[arg-type]
+                native_shape=tuple(int(s) for s in z["native_shape"]),  # type: ignore[arg-type]
+                native_affine=z["native_affine"],
+                content_hash=key,
+            )
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache entry is recomputed and replaced
+
+
+def _cache_write(cache_dir: Path | None, case: PreprocessedCase) -> None:
+    if cache_dir is None:
+        return
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    buf = BytesIO()
+    np.savez(
+        buf,
+        image=case.image,
+        label=case.label if case.label is not None else np.zeros((0,), np.uint8),
+        has_label=np.array(case.label is not None),
+        affine=case.affine,
+        spacing_mm=np.array(case.spacing_mm),
+        native_shape=np.array(case.native_shape),
+        native_affine=case.native_affine,
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{case.content_hash[:16]}.", suffix=".tmp", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, _cache_path(cache_dir, case.content_hash))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,257 @@
+"""Query metrics as pure tensor/array functions: Gaussian KL, KG, ball dilation, entropy, ASD, ranks, DIV.
+
+Everything here works on one case's tensors (on CPU or GPU) or on a table's arrays; nothing reads
+files or models, so each formula is tested alone against a hand computation (ASSFT, METHOD.md §1–§3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+from assft_core.config import QueryConfig
+from assft_core.models.outputs import NormMoments
+from assft_core.models.source_stats import floored_source_var
+
+
+def gaussian_kl(
+    mu_x: torch.Tensor, var_x: torch.Tensor, mu_src: torch.Tensor, var_src: torch.Tensor
+) -> torch.Tensor:
+    """Per-channel KL(N(μ_x, σ²_x) ‖ N(μ_src, σ²_src)) in closed form (ASSFT, METHOD.md §1).
+
+    `KL_c = log(σ_src/σ_x) + (σ²_x + (μ_x − μ_src)²) / (2 σ²_src) − 1/2`.
+
+    Args:
+        mu_x, var_x: (C,) target case moments (`var_x` > 0; floor it first).
+        mu_src, var_src: (C,) source moments (`var_src` > 0; floored with `floored_source_var`).
+
+    Returns:
+        (C,) float64 KL per channel, ≥ 0.
+    """
+    mu_x, var_x, mu_src, var_src = (t.to(torch.float64) for t in (mu_x, var_x, mu_src, var_src))
+    return 0.5 * torch.log(var_src / var_x) + (var_x + (mu_x - mu_src) ** 2) / (2.0 * var_src) - 0.5
+
+
+def layer_kl(moments: NormMoments, mu_src: torch.Tensor, var_src: torch.Tensor, cfg: QueryConfig) -> float:
+    """`KL_s(x)`: channel-mean Gaussian KL of one normalisation layer (ASSFT, METHOD.md §1).
+
+    The source variance is floored (`models.source_stats.floored_source_var`); the case variance
+    gets the same floor,
+    because a channel constant over a whole case (σ²_x = 0) would otherwise give an infinite KL.
+
+    Args:
+        moments: the layer input's exact moments over the case, (C,) each.
+        mu_src, var_src: (C,) source statistics of that layer.
+        cfg: query settings (variance floors).
+
+    Returns:
+        KL_s as a float (nats).
+
+    Raises:
+        ValueError: when the channel counts differ.
+    """
+    mu_x, var_x = moments.mean.cpu(), moments.var.cpu()
+    if mu_x.shape != mu_src.shape:
+        raise ValueError(f"case has {tuple(mu_x.shape)} channels, source statistics {tuple(mu_src.shape)}")
+    var_s = floored_source_var(var_src.cpu().to(torch.float64), cfg)
+    floor = float(var_s.min())
+    return float(gaussian_kl(mu_x, var_x.to(torch.float64).clamp_min(floor), mu_src.cpu(), var_s).mean())
+
+
+def knowledge_gap(kl: np.ndarray, pool_mask: np.ndarray) -> np.ndarray:
+    """`KG`: mean over layers of `KL_s / median_{pool} KL_s` (ASSFT, METHOD.md §1).
+
+    The median is taken over pool rows only (test cases never move it). A layer whose pool median
+    is not positive carries no scale and is left out; with no usable layer, KG ≡ 1.
+
+    Args:
+        kl: (N, S) KL per case and layer.
+        pool_mask: (N,) bool, True for pool cases.
+
+    Returns:
+        (N,) float64 KG per case (rows outside the pool get KG too, for display).
+    """
+    kl = np.asarray(kl, dtype=np.float64)
+    n = kl.shape[0]
+    if kl.ndim != 2 or kl.shape[1] == 0 or not np.any(pool_mask):
+        return np.ones(n)
+    medians = np.median(kl[np.asarray(pool_mask, dtype=bool)], axis=0)
+    usable = medians > 0
+    if not usable.any():
+        return np.ones(n)
+    return (kl[:, usable] / medians[usable]).mean(axis=1)
+
+
+def ball_kernel(radius: int) -> torch.Tensor:
+    """A digital ball `{v : |v|² ≤ r²}` as a (2r+1,)*3 float32 kernel (r=2: 33 voxels; METHOD.md §2)."""
+    ax = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    zz, yy, xx = torch.meshgrid(ax, ax, ax, indexing="ij")
+    return ((zz**2 + yy**2 + xx**2) <= radius**2).to(torch.float32)
+
+
+def dilate_ball(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of 3D masks with a ball, by `conv3d` then `> 0` (runs on GPU; METHOD.md §2).
+
+    Args:
+        masks: (N, D, H, W) bool, N independent masks (e.g. one per class).
+        radius: ball radius r in voxels (0 returns the masks unchanged).
+
+    Returns:
+        (N, D, H, W) bool dilated masks; outside the volume counts as background.
+    """
+    if radius <= 0:
+        return masks.bool()
+    kernel = ball_kernel(radius).to(masks.device)[None, None]
+    x = masks[:, None].to(torch.float32)
+    return F.conv3d(x, kernel, padding=radius)[:, 0] > 0.5
+
+
+def voxel_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Normalised voxel entropy `H = −Σ_k p_k log p_k / log K` in [0, 1] (METHOD.md §2).
+
+    Args:
+        probs: (K, D, H, W) softmax, K ≥ 2.
+
+    Returns:
+        (D, H, W) float32 entropy map (0 · log 0 taken as 0).
+
+    Raises:
+        ValueError: when K < 2.
+    """
+    k = probs.shape[0]
+    if k < 2:
+        raise ValueError(f"entropy needs at least 2 classes, got K={k}")
+    p = probs.to(torch.float32)
+    return (-torch.special.xlogy(p, p).sum(0) / math.log(k)).clamp(0.0, 1.0)
+
+
+@dataclass
+class RoiUncertainty:
+    """What ASD-related quantities one softmax yields (ASSFT, METHOD.md §2 and §4).
+
+    Attributes:
+        asd: class-averaged mean entropy inside the dilated predicted class ROIs (or the fallback).
+        class_entropy: (K−1,) mean H inside each Ω_k, NaN where the class is not predicted.
+        confidence: c, mean of max_k p_k over the ROI (union of the Ω_k, or the fallback).
+        mean_entropy: mean H over the whole volume (the `entropy` baseline).
+        fg_fraction: fraction of voxels whose argmax is a foreground class.
+        used_fallback: True when every Ω_k was empty and the top-q fallback ROI was used.
+        argmax: (D, H, W) uint8 predicted labels.
+        entropy: (D, H, W) float16 entropy map.
+    """
+
+    asd: float
+    class_entropy: np.ndarray
+    confidence: float
+    mean_entropy: float
+    fg_fraction: float
+    used_fallback: bool
+    argmax: np.ndarray
+    entropy: np.ndarray
+
+
+def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
+    """ASD, per-class entropies, confidence and whole-volume entropy from one softmax (METHOD.md §2).
+
+    `Ω_k = dilate(argmax P == k, r)` with a ball of radius `cfg.roi_dilation_voxels`;
+    `ASD = mean_{k: Ω_k ≠ ∅} mean_{v ∈ Ω_k} H(v)`. Means, not sums, so neither scan size nor
+    structure size buys a higher score. When every Ω_k is empty the ROI is the top
+    `cfg.fallback_top_fraction` of voxels by `1 − p_0` (at least one voxel), so a scan the model
+    misses entirely still scores.
+
+    Args:
+        probs: (K, D, H, W) softmax, K ≥ 2, on any device.
+        cfg: query settings (r, q).
+
+    Returns:
+        The case's `RoiUncertainty` (maps on CPU).
+    """
+    k = probs.shape[0]
+    ent = voxel_entropy(probs)
+    labels = probs.argmax(0)
+    r = cfg.roi_dilation_voxels
+    class_entropy = torch.full((k - 1,), float("nan"), dtype=torch.float64)
+    fg_voxels = (labels > 0).nonzero()
+    if len(fg_voxels):
+        # Dilate inside the foreground's bounding box grown by r only: nothing outside it is within
+        # r of a predicted voxel, and a small structure in a large scan stays cheap.
+        lo = (fg_voxels.min(0).values - r).clamp_min(0).tolist()
+        hi = [min(int(m) + r + 1, n) for m, n in zip(fg_voxels.max(0).values.tolist(), labels.shape)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        fg = torch.arange(1, k, device=probs.device)
+        rois = dilate_ball(labels[box][None] == fg[:, None, None, None], r)
+        sizes = rois.flatten(1).sum(1)
+        present = (sizes > 0).cpu()
+        sums = (rois.to(torch.float64) * ent[box].to(torch.float64)[None]).flatten(1).sum(1)
+        class_entropy[present] = (sums / sizes.clamp_min(1)).cpu()[present]
+        union = torch.zeros_like(labels, dtype=torch.bool)
+        union[box] = rois.any(0)
+        asd = float(class_entropy[present].mean())
+        used_fallback = False
+    else:
+        n_top = max(1, math.ceil(cfg.fallback_top_fraction * ent.numel()))
+        top = torch.topk((1.0 - probs[0]).flatten(), n_top).indices
+        union = torch.zeros(ent.numel(), dtype=torch.bool, device=probs.device)
+        union[top] = True
+        union = union.view_as(ent)
+        asd = float(ent[union].to(torch.float64).mean())
+        used_fallback = True
+    confidence = float(probs.max(0).values[union].to(torch.float64).mean())
+    return RoiUncertainty(
+        asd=asd,
+        class_entropy=class_entropy.numpy(),
+        confidence=confidence,
+        mean_entropy=float(ent.to(torch.float64).mean()),
+        fg_fraction=float((labels > 0).to(torch.float64).mean()),
+        used_fallback=used_fallback,
+        argmax=labels.to(torch.uint8).cpu().numpy(),
+        entropy=ent.to(torch.float16).cpu().numpy(),
+    )
+
+
+def percentile_rank(values: np.ndarray) -> np.ndarray:
+    """Percentile ranks in (0, 1], ties averaged: `rankdata(v, "average") / n` (METHOD.md §1).
+
+    Args:
+        values: (N,) finite scores.
+
+    Returns:
+        (N,) float64 ranks (largest value → 1); empty in, empty out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values.copy()
+    return rankdata(values, method="average") / values.size
+
+
+def cosine_distance_to_set(z: np.ndarray, z_set: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`DIV(x|S) = min_{y∈S} (1 − cos(z(x), z(y)))` and the nearest member (METHOD.md §1).
+
+    Args:
+        z: (N, E) embeddings (normalised here, so any scale is fine).
+        z_set: (M, E) embeddings of S, M ≥ 1.
+
+    Returns:
+        (N,) float64 DIV in [0, 2] and (N,) int index into `z_set` of the nearest member.
+
+    Raises:
+        ValueError: when S is empty (DIV is undefined; callers use δ ≡ 1 then).
+    """
+    if len(z_set) == 0:
+        raise ValueError("DIV needs a non-empty set S")
+    a = _unit(z)
+    b = _unit(z_set)
+    dist = np.clip(1.0 - a @ b.T, 0.0, 2.0)
+    nearest = dist.argmin(axis=1)
+    return dist[np.arange(len(a)), nearest], nearest
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / np.where(norm > 0, norm, 1.0)

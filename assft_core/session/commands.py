@@ -1,0 +1,261 @@
+"""`assft` sub-commands of the session: init, import, status, query, approve, reject, swap, label, job.
+
+Project argument: `init PROJECT` names the folder to create; every other command acts on an
+existing project given by `-p/--project DIR`, default `$ASSFT_PROJECT`, else the current folder
+(so `cd my_project && assft status` works). Exit codes: 0 ok, 1 user error (message, no
+traceback), 2 usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from assft_core.config import ProjectConfig, from_dict
+from assft_core.errors import StateError
+from assft_core.session import jobs, labels, rounds
+from assft_core.session.project import (
+    Project,
+    create_project,
+    import_dataset_into,
+    open_project,
+    problems_from_json,
+)
+from assft_core.session.store import reading
+
+PROJECT_ENV = "ASSFT_PROJECT"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the session's sub-commands to `assft`."""
+    p = sub.add_parser("init", help="create a project from a dataset folder and a model",
+                       description="Create a project folder (store + artifacts) and import the dataset.")
+    p.add_argument("project", metavar="PROJECT", help="new (or empty) project folder")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder (pairs, MSD or nnU-Net v2)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-config", metavar="FILE", help="model-config file (copied into the project)")
+    model.add_argument("--model", metavar="DIR", help="model folder (checkpoint + model card)")
+    p.add_argument("--oracle", action="store_true",
+                   help="demo/benchmark mode: pool labels come from the dataset's reference labels")
+    p.add_argument("--config", metavar="JSON", help="project settings file (ProjectConfig as JSON)")
+    p.add_argument("--budget", type=int, help="cases proposed per round (default from settings: 2)")
+    p.add_argument("--rounds", type=int, help="planned rounds (default from settings: 5)")
+    p.add_argument("--strategy", help="query strategy (default from settings: assft)")
+    p.set_defaults(func=_init)
+
+    p = _with_project(sub.add_parser("import", help="import (or re-import) a dataset folder into the project"))
+    p.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder")
+    p.set_defaults(func=_import)
+
+    p = _with_project(sub.add_parser("status", help="cases by site and split, labels, round state, jobs"))
+    p.set_defaults(func=_status)
+
+    p = _with_project(sub.add_parser("query", help="propose picks for the scored round with a strategy"))
+    p.add_argument("--strategy", help="strategy name (default: the project's)")
+    p.add_argument("--budget", type=int, help="picks wanted this round (default: the project's)")
+    p.set_defaults(func=_query)
+
+    p = _with_project(sub.add_parser("approve", help="approve pending picks of the current round"))
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="approve every pending pick")
+    which.add_argument("cases", nargs="*", default=[], metavar="CASE", help="case ids to approve")
+    p.set_defaults(func=_approve)
+
+    p = _with_project(sub.add_parser("reject", help="reject a pick (excluded for the rest of the round)"))
+    p.add_argument("case", metavar="CASE")
+    p.set_defaults(func=_reject)
+
+    p = _with_project(sub.add_parser("swap", help="reject a pick and get the strategy's next best case"))
+    p.add_argument("case", metavar="CASE")
+    p.set_defaults(func=_swap)
+
+    p = _with_project(sub.add_parser(
+        "label", help="store an expert label file for a case, or --oracle labels (demo mode)",
+        description="`label CASE FILE` validates FILE against the case's image and stores a copy as a "
+        "new version; `label --oracle [CASE...]` labels approved picks from the dataset (demo mode)."))
+    p.add_argument("--oracle", action="store_true", help="use the dataset's reference labels")
+    p.add_argument("args", nargs="*", metavar="CASE [FILE]", help="CASE FILE, or with --oracle: CASE...")
+    p.set_defaults(func=_label, usage_error=p.error)
+
+    job = sub.add_parser("job", help="list, cancel, resume or run background jobs")
+    job_sub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
+    p = _with_project(job_sub.add_parser("list", help="jobs, newest first (dead ones detected)"))
+    p.set_defaults(func=_job_list)
+    for name, func, text in (
+        ("cancel", _job_cancel, "cancel a queued or running job"),
+        ("resume", _job_resume, "resume a dead, failed or cancelled job from its last checkpoint"),
+        ("run", _job_run, "run a queued job in this process (what detached jobs execute)"),
+    ):
+        p = _with_project(job_sub.add_parser(name, help=text))
+        p.add_argument("job_id", type=int, metavar="JOB_ID")
+        p.set_defaults(func=func)
+
+
+def _with_project(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("-p", "--project", metavar="DIR", default=None,
+                   help=f"project folder (default: ${PROJECT_ENV}, else the current folder)")
+    return p
+
+
+def _project(args: argparse.Namespace) -> Project:
+    return open_project(args.project or os.environ.get(PROJECT_ENV) or Path.cwd())
+
+
+def _init(args: argparse.Namespace) -> int:
+    cfg = ProjectConfig()
+    if args.config:
+        try:
+            cfg = from_dict(ProjectConfig, json.loads(Path(args.config).read_text()))
+        except (OSError, ValueError) as exc:
+            raise StateError(f"settings file {args.config}: {exc}") from None
+    for field, value in (("budget", args.budget), ("planned_rounds", args.rounds), ("strategy", args.strategy)):
+        if value is not None:
+            setattr(cfg, field, value)
+    model = args.model_config or args.model
+    project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle)
+    print(f"created project {project.folder}")
+    _print_cases(project)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    project = _project(args)
+    summary = import_dataset_into(project, args.dataset)
+    print(f"{len(summary.added)} new, {len(summary.updated)} updated, {len(summary.unusable)} unusable case(s)")
+    if summary.unusable:
+        print("unusable (see `assft status`): " + ", ".join(summary.unusable))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    project = _project(args)
+    print(f"project {project.folder}  (mode: {'oracle/demo' if project.oracle else 'expert labels'})")
+    _print_cases(project)
+    history = rounds.list_rounds(project)
+    print()
+    for past in history[:-1]:
+        shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float))}
+        print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+    info = history[-1]
+    print(f"round {info.idx}: {info.state.value}  → next: {rounds.NEXT_STEP[info.state]}")
+    for q in rounds.list_queries(project):
+        print(f"  #{q.rank:<3} {q.case_id:<24} {q.status.value:<9} ({q.strategy})")
+    recent = jobs.list_jobs(project)[:5]
+    if recent:
+        print("\njobs (newest first):")
+        _print_jobs(recent)
+    return 0
+
+
+def _print_cases(project: Project) -> None:
+    with reading(project.db) as conn:
+        cases = conn.execute("SELECT case_id, site, split, usable FROM cases").fetchall()
+        unusable = conn.execute("SELECT case_id, integrity FROM cases WHERE usable = 0").fetchall()
+    current = labels.current_labels(project)
+    total: Counter[tuple[str, str]] = Counter()
+    usable: Counter[tuple[str, str]] = Counter()
+    labelled: Counter[tuple[str, str]] = Counter()
+    for row in cases:
+        key = (row["site"], row["split"])
+        total[key] += 1
+        usable[key] += int(row["usable"])
+        labelled[key] += int(row["case_id"] in current)
+    print(f"\n{'site':<16} {'split':<13} {'cases':>5} {'usable':>6} {'labelled':>8}")
+    for key in sorted(total):
+        print(f"{key[0]:<16} {key[1]:<13} {total[key]:>5} {usable[key]:>6} {labelled[key]:>8}")
+    print(f"{'total':<16} {'':<13} {sum(total.values()):>5} {sum(usable.values()):>6} {sum(labelled.values()):>8}")
+    sources = Counter(v.source for v in current.values())
+    if sources:
+        print("labels by source: " + ", ".join(f"{k} {n}" for k, n in sorted(sources.items())))
+    for row in unusable:
+        print(f"\nunusable case {row['case_id']}:")
+        for problem in problems_from_json(row["integrity"]):
+            print(f"  {problem}")
+
+
+def _print_jobs(rows: list[jobs.JobInfo]) -> None:
+    print(f"{'id':>4} {'kind':<10} {'status':<9} {'progress':>8}  {'heartbeat':>9}  message")
+    now = time.time()
+    for j in rows:
+        beat = f"{now - j.heartbeat:.0f}s ago" if j.heartbeat else "-"
+        print(f"{j.id:>4} {j.kind:<10} {j.status.value:<9} {j.progress:>7.0%}  {beat:>9}  {j.message}")
+
+
+def _print_queries(queries: list[rounds.Query]) -> None:
+    for q in queries:
+        print(f"#{q.rank:<3} {q.case_id:<24} {q.status.value}")
+
+
+def _query(args: argparse.Namespace) -> int:
+    from assft_core.session.query import propose_round
+
+    _print_queries(propose_round(_project(args), args.strategy, args.budget))
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    _print_queries(rounds.approve(_project(args), None if args.all else args.cases))
+    return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    _print_queries(rounds.reject(_project(args), args.case))
+    return 0
+
+
+def _swap(args: argparse.Namespace) -> int:
+    from assft_core.session.query import swap_pick
+
+    _print_queries(swap_pick(_project(args), args.case))
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    if not args.oracle and len(args.args) != 2:
+        args.usage_error("give CASE FILE (or --oracle [CASE...] for the dataset's labels in demo mode)")
+    project = _project(args)
+    if args.oracle:
+        done = labels.label_with_oracle(project, args.args or None)
+        for v in done:
+            print(f"{v.case_id}: label v{v.version} (oracle)")
+        if not done:
+            print("nothing to label: every approved pick already has a label")
+    else:
+        v = labels.label_case(project, args.args[0], args.args[1])
+        print(f"{v.case_id}: label v{v.version} stored ({v.sha256[:12]})")
+        for problem in v.validation:
+            print(f"  {problem}")
+    info = rounds.current_round(project)
+    print(f"round {info.idx}: {info.state.value}")
+    return 0
+
+
+def _job_list(args: argparse.Namespace) -> int:
+    rows = jobs.list_jobs(_project(args))
+    if rows:
+        _print_jobs(rows)
+    else:
+        print("no jobs")
+    return 0
+
+
+def _job_cancel(args: argparse.Namespace) -> int:
+    status = jobs.cancel_job(_project(args), args.job_id)
+    print(f"job {args.job_id}: {status.value}")
+    return 0
+
+
+def _job_resume(args: argparse.Namespace) -> int:
+    job = jobs.resume_job(_project(args), args.job_id)
+    print(f"job {job.id} relaunched (pid {job.pid}) from {job.resume_from or 'the start'}")
+    return 0
+
+
+def _job_run(args: argparse.Namespace) -> int:
+    status = jobs.run_job(_project(args), args.job_id)
+    print(f"job {args.job_id}: {status.value}")
+    return 0 if status in (jobs.JobStatus.DONE, jobs.JobStatus.CANCELLED) else 1

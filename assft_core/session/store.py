@@ -1,0 +1,219 @@
+"""The project store: one SQLite file (WAL) with ordered schema migrations.
+
+Every call opens its own short-lived connection (`connect`) with a busy timeout, because
+Streamlit runs each browser session as a thread and detached jobs run as processes: no connection
+is ever shared. Every multi-step change runs inside `transaction`, which takes the write lock up
+front (`BEGIN IMMEDIATE`) and rolls everything back if any step raises, so the store is never left
+half-changed (ARCHITECTURE.md, "Real parts").
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from assft_core.errors import StateError
+
+STORE_NAME = "project.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+
+# Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a released
+# entry; append a new one (old projects are upgraded on open).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE cases (
+        case_id TEXT PRIMARY KEY,
+        image_paths TEXT NOT NULL,            -- JSON list of the user's original files
+        reference_label TEXT,                 -- the dataset's label file (oracle / evaluation)
+        site TEXT NOT NULL DEFAULT 'unknown',
+        split TEXT NOT NULL DEFAULT 'pool',
+        integrity TEXT NOT NULL DEFAULT '[]', -- JSON list of problems
+        usable INTEGER NOT NULL DEFAULT 1,
+        has_reference_label INTEGER NOT NULL DEFAULT 0,
+        imported_at REAL NOT NULL
+    );
+    CREATE TABLE rounds (
+        idx INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        state_times TEXT NOT NULL DEFAULT '{}', -- JSON state -> unix time entered
+        score_table TEXT,                     -- artifact path of the round's ScoreTable
+        checkpoint TEXT,                      -- artifact path of f_{t+1}
+        metrics TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE queries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round INTEGER NOT NULL REFERENCES rounds(idx),
+        case_id TEXT NOT NULL REFERENCES cases(case_id),
+        status TEXT NOT NULL CHECK (status IN ('proposed', 'approved', 'rejected', 'swapped')),
+        strategy TEXT NOT NULL,
+        explanation TEXT NOT NULL DEFAULT '{}',
+        rank INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (round, case_id)
+    );
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        case_id TEXT NOT NULL REFERENCES cases(case_id),
+        version INTEGER NOT NULL,
+        file TEXT NOT NULL,                   -- path relative to the project folder
+        sha256 TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('expert', 'oracle')),
+        original_name TEXT NOT NULL,
+        validation TEXT NOT NULL DEFAULT '[]',
+        round INTEGER,
+        created_at REAL NOT NULL,
+        UNIQUE (case_id, version)
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled', 'dead')),
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        heartbeat REAL,
+        pid INTEGER,
+        host TEXT,
+        run_dir TEXT NOT NULL DEFAULT '',
+        resume_from TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    -- One active job of a kind per project, enforced by the store itself, so two dashboard
+    -- sessions (threads) or two shells (processes) cannot both start a training.
+    CREATE UNIQUE INDEX one_active_job_per_kind ON jobs(kind) WHERE status IN ('queued', 'running');
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """A fresh connection to the store with WAL, foreign keys and a busy timeout.
+
+    Autocommit mode (`isolation_level=None`): transactions are explicit (`transaction`).
+    """
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextmanager
+def transaction(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """One atomic change: `BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` if the body raises.
+
+    Taking the write lock at the start (not at the first write) makes read-then-write checks
+    (state machine moves, one-job-per-kind) safe against a concurrent writer.
+    """
+    conn = connect(db_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@contextmanager
+def reading(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection for reads (closed on exit)."""
+    conn = connect(db_path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def initialise(db_path: Path) -> None:
+    """Create a new store at `db_path` with the current schema (WAL journal).
+
+    Raises:
+        StateError: if a store already exists there.
+    """
+    if db_path.exists():
+        raise StateError(f"{db_path} already exists; open the project instead of creating it.")
+    conn = connect(db_path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+    migrate(db_path)
+
+
+def schema_version(db_path: Path) -> int:
+    """The store's `PRAGMA user_version`."""
+    with reading(db_path) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db_path: Path) -> int:
+    """Apply the pending migrations in order, each in one transaction; returns the new version.
+
+    Raises:
+        StateError: when the store was written by a newer ASSFT Studio (schema version above
+            `SCHEMA_VERSION`): upgrade the package instead of downgrading the project.
+    """
+    version = schema_version(db_path)
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{db_path} has schema version {version}, newer than this ASSFT Studio understands "
+            f"({SCHEMA_VERSION}); upgrade assft-studio to open it."
+        )
+    for target in range(version, SCHEMA_VERSION):
+        with transaction(db_path) as conn:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) != target:
+                continue
+            for statement in _statements(MIGRATIONS[target]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target + 1}")
+    return SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines():
+        buf += line.split("--", 1)[0] + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:80]}")
+    return out
+
+
+def add_event(conn: sqlite3.Connection, kind: str, message: str, /, **payload: Any) -> None:
+    """Record one event (inside the caller's transaction, so it commits or rolls back with it)."""
+    conn.execute(
+        "INSERT INTO events (time, kind, message, payload) VALUES (?, ?, ?, ?)",
+        (time.time(), kind, message, json.dumps(payload, default=str)),
+    )

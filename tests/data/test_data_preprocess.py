@@ -1,0 +1,143 @@
+"""Preprocessing: exact geometry (round trip), intensity normalisation by hand, content-hash cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_factories import label, scan, write_nifti
+from assft_core.config import Modality, PreprocessConfig
+from assft_core.data import preprocess as pp
+from assft_core.data.preprocess import invert_label, preprocess_case, preprocess_image
+from assft_core.data.records import CaseRecord
+from assft_core.errors import DataError
+
+# Non-RAS (axes permuted and flipped: roughly PIL), anisotropic 1 x 3 x 2 mm, off-origin.
+NATIVE_AFFINE = np.array([
+    [0.0, 0.0, -2.0, 40.0],
+    [-1.0, 0.0, 0.0, 12.0],
+    [0.0, -3.0, 0.0, -7.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+
+
+def _world_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask).mean(axis=0)
+    return (affine @ np.append(idx, 1.0))[:3]
+
+
+def _case(tmp_path: Path, img: np.ndarray, lab: np.ndarray, affine: np.ndarray) -> CaseRecord:
+    return CaseRecord(
+        "c1",
+        (write_nifti(tmp_path / "c1.nii.gz", img, affine),),
+        write_nifti(tmp_path / "c1_seg.nii.gz", lab, affine),
+        site="A",
+    )
+
+
+def test_round_trip_to_finer_grid_is_exact(tmp_path: Path) -> None:
+    shape = (20, 10, 12)
+    lab = label(shape)
+    lab[10:16, 2:8, 6:10] = 3
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), divisor=8)
+    case = preprocess_case(_case(tmp_path, scan(shape), lab, NATIVE_AFFINE), cfg)
+    assert case.label is not None and case.image.shape[1:] == case.label.shape[1:]
+    assert all(s % 8 == 0 for s in case.image.shape[1:])
+    # Preprocessed grid is RAS: positive diagonal, target spacing.
+    np.testing.assert_allclose(case.affine[:3, :3], np.eye(3), atol=1e-6)
+    assert case.spacing_mm == pytest.approx((1.0, 1.0, 1.0))
+    back = invert_label(case.label, case)
+    assert back.shape == shape
+    np.testing.assert_array_equal(back, lab)
+
+
+def test_round_trip_to_coarser_grid_keeps_values_and_places(tmp_path: Path) -> None:
+    shape = (24, 10, 12)
+    lab = np.zeros(shape, np.uint8)
+    lab[4:12, 2:6, 2:6] = 1
+    lab[14:22, 5:9, 6:11] = 2
+    cfg = PreprocessConfig(spacing_mm=(2.5, 2.5, 2.5), divisor=4)
+    case = preprocess_case(_case(tmp_path, scan(shape), lab, NATIVE_AFFINE), cfg)
+    back = invert_label(case.label, case)
+    assert set(np.unique(back)) == {0, 1, 2}
+    for k in (1, 2):
+        # Where the class lies in mm, checked on the preprocessed grid with its own affine (MONAI's
+        # MetaTensor) and after inversion, against the native label: a nearest-neighbour block edge
+        # moves by at most half a coarse voxel (1.25 mm) per axis.
+        native = _world_centroid(lab == k, NATIVE_AFFINE)
+        assert np.abs(_world_centroid(case.label[0] == k, case.affine) - native).max() <= 1.25 + 1e-6
+        # Back on the native grid, add half a native voxel along each world axis (2, 1, 3 mm voxels).
+        slack = 1.25 + 0.5 * np.array([2.0, 1.0, 3.0]) + 1e-6
+        assert np.all(np.abs(_world_centroid(back == k, NATIVE_AFFINE) - native) <= slack)
+        dice = 2 * np.sum((back == k) & (lab == k)) / (np.sum(back == k) + np.sum(lab == k))
+        assert dice > 0.7
+
+
+def test_ct_window_crop_and_pad_by_hand(tmp_path: Path) -> None:
+    img = np.full((20, 14, 12), -1000.0, np.float32)  # air
+    img[5:15, 4:10, 4:8] = 0.0  # body, water
+    img[6, 5, 5] = 500.0
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), modality=Modality.CT, ct_window=(-1000.0, 1000.0), divisor=8)
+    case = preprocess_image([write_nifti(tmp_path / "ct_0000.nii.gz", img)], cfg)
+    assert case.case_id == "ct" and case.label is None
+    # Body 10 x 6 x 4 cropped, then padded symmetrically to (16, 8, 8): offsets (3, 1, 2).
+    assert case.image.shape == (1, 16, 8, 8)
+    np.testing.assert_allclose(case.affine[:3, 3], [5 - 3, 4 - 1, 4 - 2])
+    body = case.image[0, 3:13, 1:7, 2:6]
+    assert body[1, 1, 1] == pytest.approx(0.75)  # 500 HU in [-1000, 1000] -> 0.75
+    body_others = np.delete(body.ravel(), np.ravel_multi_index((1, 1, 1), body.shape))
+    np.testing.assert_allclose(body_others, 0.5)  # water
+    assert case.image[0, 0, 0, 0] == 0.0  # padding
+
+
+def test_mri_percentile_scaling_matches_numpy(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    img = np.zeros((16, 16, 16), np.float32)
+    img[2:14, 2:14, 2:14] = rng.gamma(2.0, 50.0, (12, 12, 12)) + 1.0
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), mri_percentiles=(1.0, 99.0), divisor=4)
+    case = preprocess_image([write_nifti(tmp_path / "mr.nii.gz", img)], cfg)
+    fg = img[2:14, 2:14, 2:14]
+    lo, hi = np.percentile(fg, [1.0, 99.0])
+    expected = np.clip((fg - lo) / (hi - lo), 0.0, 1.0)
+    assert case.image.shape == (1, 12, 12, 12)  # cropped to the non-zero box, already divisible
+    np.testing.assert_allclose(case.image[0], expected, atol=1e-5)
+
+
+def test_cache_by_content_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _case(tmp_path, scan(), label(), np.eye(4))
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), divisor=4)
+    calls = []
+    real = pp.load_image
+    monkeypatch.setattr(pp, "load_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = tmp_path / "cache"
+    first = preprocess_case(record, cfg, cache_dir=cache)
+    again = preprocess_case(CaseRecord("other", record.image_paths, record.label_path), cfg, cache_dir=cache)
+    assert len(calls) == 1 and again.case_id == "other"
+    np.testing.assert_array_equal(again.image, first.image)
+    np.testing.assert_array_equal(again.label, first.label)
+    np.testing.assert_allclose(again.affine, first.affine)
+    assert again.native_shape == first.native_shape
+    # Other settings or other bytes: a new key, recomputed.
+    preprocess_case(record, PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), divisor=4), cache_dir=cache)
+    write_nifti(record.image_paths[0], scan(seed=9))
+    preprocess_case(record, cfg, cache_dir=cache)
+    assert len(calls) == 3
+    assert len(list(cache.glob("*.npz"))) == 3 and not list(cache.glob(".*"))
+
+
+def test_label_must_fit_the_image(tmp_path: Path) -> None:
+    record = CaseRecord(
+        "x",
+        (write_nifti(tmp_path / "x.nii.gz", scan()),),
+        write_nifti(tmp_path / "x_seg.nii.gz", label((12, 10, 9))),
+    )
+    with pytest.raises(DataError, match="assft validate"):
+        preprocess_case(record, PreprocessConfig())
+
+
+def test_invert_label_checks_shape(tmp_path: Path) -> None:
+    case = preprocess_image([write_nifti(tmp_path / "s.nii.gz", scan())], PreprocessConfig(divisor=4))
+    with pytest.raises(DataError, match="preprocessed grid"):
+        invert_label(np.zeros((3, 3, 3), np.uint8), case)

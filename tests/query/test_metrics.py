@@ -1,0 +1,194 @@
+"""Query metrics against hand computations and independent implementations (METHOD.md §1–§2)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from assft_core.config import QueryConfig
+from assft_core.models.outputs import NormMoments
+from assft_core.models.source_stats import floored_source_var
+from assft_core.query.metrics import (
+    ball_kernel,
+    cosine_distance_to_set,
+    dilate_ball,
+    gaussian_kl,
+    knowledge_gap,
+    layer_kl,
+    percentile_rank,
+    roi_uncertainty,
+    voxel_entropy,
+)
+
+CFG = QueryConfig()
+
+
+def h2(p: float) -> float:
+    """Binary entropy normalised by log 2 (K = 2)."""
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2)
+
+
+def test_gaussian_kl_closed_form_and_torch_distributions():
+    # Hand: μx=1, σ²x=4, μs=0, σ²s=1 → ½ log(1/4) + (4 + 1)/2 − ½.
+    kl = gaussian_kl(torch.tensor([1.0, 0.0]), torch.tensor([4.0, 1.0]), torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1.0]))
+    assert kl[0].item() == pytest.approx(0.5 * math.log(0.25) + 2.5 - 0.5, rel=1e-12)
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-15)
+    mu_x, var_x = torch.tensor([0.3, -2.0, 5.0]), torch.tensor([0.5, 2.0, 0.01])
+    mu_s, var_s = torch.tensor([0.0, 1.0, 4.0]), torch.tensor([1.5, 0.2, 3.0])
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu_x.double(), var_x.double().sqrt()),
+        torch.distributions.Normal(mu_s.double(), var_s.double().sqrt()),
+    )
+    torch.testing.assert_close(gaussian_kl(mu_x, var_x, mu_s, var_s), ref)
+
+
+def test_source_var_floor_and_layer_kl_from_moments():
+    var_src = torch.tensor([1.0, 2.0, 1e-9])
+    floored = floored_source_var(var_src.double(), CFG)
+    # median 1.0 → floor max(1e-5, 1e-3) = 1e-3 lifts only the dead channel.
+    torch.testing.assert_close(floored, torch.tensor([1.0, 2.0, 1e-3], dtype=torch.float64))
+    # Channel values {1, 3} and {0, 0.02}: μ = (2, 0.01), σ² = (1, 1e-4).
+    x = torch.tensor([[1.0, 3.0], [0.0, 0.02]], dtype=torch.float64)
+    m = NormMoments(sum=x.sum(1), sumsq=(x * x).sum(1), n=2)
+    mu_s, var_s = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1e-9])
+    got = layer_kl(m, mu_s, var_s, CFG)
+    # Source floor max(1e-5, 1e-3 · median(1, 1e-9) = 5e-4) = 5e-4; the case σ² 1e-4 gets it too.
+    kl0 = 0.5 * math.log(1.0 / 1.0) + (1.0 + 4.0) / 2.0 - 0.5
+    kl1 = 0.5 * math.log(1.0) + (5e-4 + 1e-4) / (2 * 5e-4) - 0.5
+    assert got == pytest.approx((kl0 + kl1) / 2, rel=1e-6)
+
+
+def test_knowledge_gap_median_over_pool_only():
+    kl = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [100.0, 1000.0]])
+    pool = np.array([True, True, True, False])  # the last row is a test case
+    # medians over the pool: 2 and 20, so the 50×-larger second layer weighs the same.
+    np.testing.assert_allclose(knowledge_gap(kl, pool), [0.5, 1.0, 1.5, 50.0])
+    # Had the test row counted, the medians would be 2.5 and 25.
+    np.testing.assert_allclose(knowledge_gap(kl, np.ones(4, bool))[:3], [0.4, 0.8, 1.2])
+    np.testing.assert_allclose(knowledge_gap(np.zeros((3, 0)), np.ones(3, bool)), [1, 1, 1])
+
+
+def test_ball_kernel_and_dilation_match_scipy():
+    assert int(ball_kernel(2).sum()) == 33
+    assert int(ball_kernel(1).sum()) == 7
+    rng = np.random.default_rng(0)
+    masks = rng.random((2, 12, 10, 9)) > 0.97
+    masks[0, 0, 0, 0] = True  # a seed on the border: outside counts as background
+    got = dilate_ball(torch.from_numpy(masks), 2).numpy()
+    struct = ball_kernel(2).numpy() > 0
+    for i in range(2):
+        np.testing.assert_array_equal(got[i], ndimage.binary_dilation(masks[i], structure=struct))
+
+
+def test_voxel_entropy_bounds():
+    probs = torch.zeros(3, 2, 1, 1)
+    probs[:, 0] = 1.0 / 3
+    probs[1, 1] = 1.0
+    ent = voxel_entropy(probs)
+    assert ent[0, 0, 0].item() == pytest.approx(1.0, abs=1e-6)
+    assert ent[1, 0, 0].item() == 0.0
+    with pytest.raises(ValueError):
+        voxel_entropy(torch.ones(1, 2, 2, 2))
+
+
+def _single_voxel_case(shape: tuple[int, int, int], centre: tuple[int, int, int]) -> torch.Tensor:
+    """K=2: one foreground voxel (p1=0.6) at `centre`, its 32 ball neighbours at p0=0.55, the rest p0=0.99."""
+    p0 = torch.full(shape, 0.99)
+    ball = ball_kernel(2) > 0
+    d, h, w = centre
+    region = p0[d - 2 : d + 3, h - 2 : h + 3, w - 2 : w + 3]
+    region[ball] = 0.55
+    p0[centre] = 0.4
+    return torch.stack([p0, 1 - p0])
+
+
+def test_asd_on_foreground_only_for_a_scan_999_background():
+    probs = _single_voxel_case((32, 32, 32), (16, 16, 16))
+    res = roi_uncertainty(probs, CFG)
+    assert res.fg_fraction == pytest.approx(1 / 32**3)  # 0.003% foreground
+    assert not res.used_fallback
+    assert res.asd == pytest.approx((h2(0.6) + 32 * h2(0.55)) / 33, rel=1e-5)
+    assert res.confidence == pytest.approx((0.6 + 32 * 0.55) / 33, rel=1e-5)
+    assert res.class_entropy == pytest.approx([res.asd])
+    # The whole-volume mean is dominated by background, unlike ASD.
+    assert res.mean_entropy == pytest.approx((h2(0.6) + 32 * h2(0.55) + (32**3 - 33) * h2(0.99)) / 32**3, rel=1e-4)
+    assert res.argmax.dtype == np.uint8 and res.entropy.dtype == np.float16
+
+
+def test_asd_size_invariance_when_padded_to_twice_the_size():
+    small = _single_voxel_case((16, 16, 16), (8, 8, 8))
+    bg = torch.zeros(2, 16, 16, 16)
+    bg[0] = 0.99
+    bg[1] = 0.01
+    padded = torch.cat([small, bg], dim=1)  # (2, 32, 16, 16): twice the voxels, same anatomy
+    a, b = roi_uncertainty(small, CFG), roi_uncertainty(padded, CFG)
+    assert b.asd == pytest.approx(a.asd, rel=1e-6)
+    assert b.confidence == pytest.approx(a.confidence, rel=1e-6)
+    assert b.mean_entropy < a.mean_entropy  # the whole-volume entropy is not size invariant
+
+
+def test_asd_is_class_averaged():
+    # Class 1: a large uncertain block; class 2: one voxel. Class-averaged, not voxel-pooled.
+    probs = torch.zeros(3, 20, 20, 20)
+    probs[0] = 1.0
+    probs[:, 2:12, 2:12, 2:12] = torch.tensor([0.0, 1.0, 0.0])[:, None, None, None]
+    probs[:, 16, 16, 16] = torch.tensor([0.0, 0.0, 1.0])
+    res = roi_uncertainty(probs, CFG)
+    assert res.asd == pytest.approx(0.0, abs=1e-7)  # one-hot everywhere: zero entropy
+    probs[:, 2:12, 2:12, 2:12] = torch.tensor([0.2, 0.6, 0.2])[:, None, None, None]
+    res = roi_uncertainty(probs, CFG)
+    h_block = -(0.2 * math.log(0.2) * 2 + 0.6 * math.log(0.6)) / math.log(3)
+    block_roi = ndimage.binary_dilation(np.pad(np.ones((10, 10, 10), bool), 2), ball_kernel(2).numpy() > 0).sum()
+    assert res.class_entropy[0] == pytest.approx(h_block * 1000 / block_roi, rel=1e-5)
+    assert res.class_entropy[1] == pytest.approx(0.0, abs=1e-7)
+    assert res.asd == pytest.approx(res.class_entropy.mean(), rel=1e-9)
+
+
+def test_adaptive_fallback_when_nothing_is_predicted():
+    n = 10 * 10 * 10
+    p_fg = torch.linspace(0.0, 0.4, n)  # every voxel argmax background
+    probs = torch.stack([1 - p_fg, p_fg]).view(2, 10, 10, 10)
+    res = roi_uncertainty(probs, CFG)
+    assert res.used_fallback and res.fg_fraction == 0.0
+    top = p_fg.double()[-10:]  # q = 1% of 1000 voxels: the 10 highest 1 − p0
+    expected = np.mean([h2(float(p)) for p in top])
+    assert res.asd == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(res.class_entropy).all()
+
+
+def test_percentile_rank_ties_averaged():
+    np.testing.assert_allclose(percentile_rank(np.array([3.0, 1.0, 3.0, 2.0])), [3.5 / 4, 1 / 4, 3.5 / 4, 2 / 4])
+    np.testing.assert_allclose(percentile_rank(np.ones(3)), [2 / 3] * 3)
+    assert percentile_rank(np.zeros(0)).size == 0
+
+
+def test_cosine_distance_to_set():
+    z = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])
+    s = np.array([[1.0, 0.0], [0.0, -1.0]])
+    div, nearest = cosine_distance_to_set(z, s)
+    np.testing.assert_allclose(div, [0.0, 1.0, 1.0])
+    assert nearest[0] == 0
+    with pytest.raises(ValueError):
+        cosine_distance_to_set(z, np.zeros((0, 2)))
+
+
+def test_class_rois_match_scipy_dilation_on_random_predictions():
+    # Independent check of the cropped conv3d path, foreground touching the borders included.
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1, (3, 14, 12, 10))
+    logits[0] += 2.5  # mostly background
+    logits[1, 0, 0, 0] = logits[2, -1, -1, -1] = 20.0
+    probs = torch.softmax(torch.from_numpy(logits), 0).float()
+    res = roi_uncertainty(probs, CFG)
+    p = probs.double().numpy()
+    ent = -(p * np.log(p)).sum(0) / math.log(3)
+    labels = p.argmax(0)
+    struct = ball_kernel(2).numpy() > 0
+    rois = [ndimage.binary_dilation(labels == k, structure=struct) for k in (1, 2)]
+    np.testing.assert_allclose(res.class_entropy, [ent[r].mean() for r in rois], rtol=1e-5)
+    union = rois[0] | rois[1]
+    assert res.confidence == pytest.approx(p.max(0)[union].mean(), rel=1e-5)

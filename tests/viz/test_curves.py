@@ -1,0 +1,61 @@
+"""Learning curves over the benchmark fixture, round history, loss curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assft_core.bench.schema import load_results, summarise, summarise_references
+from assft_core.viz.curves import learning_curve_figure, loss_curve_figure, round_history_figure
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bench_result.json"
+
+
+def test_learning_curves_one_panel_per_pool_with_bands() -> None:
+    result = load_results(FIXTURE)
+    summary, refs = summarise(result), summarise_references(result)
+    fig = learning_curve_figure(summary, refs)
+    assert [a.text for a in fig.layout.annotations if a.text.endswith("pool")] == ["balanced pool", "unbalanced pool"]
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 2 * 3  # pools x strategies
+    assert sorted(t.name for t in lines if t.showlegend) == ["assft", "coreset", "random"]  # one legend entry each
+    part = summary[(summary.pool == "unbalanced") & (summary.strategy == "assft")].sort_values("labelled_count")
+    line = next(t for t in lines if t.name == "assft" and t.xaxis == "x2")
+    np.testing.assert_allclose(line.y, part.dice_mean)
+    band = fig.data[fig.data.index(line) - 1]
+    n = len(part)
+    np.testing.assert_allclose(band.y[:n], part.dice_mean + part.dice_sd)  # upper edge
+    np.testing.assert_allclose(band.y[n:], (part.dice_mean - part.dice_sd)[::-1])  # lower edge, reversed
+    ceiling = [s for s in fig.layout.shapes if s.yref == "y2"]
+    assert len(ceiling) == 2  # ceiling and floor lines in the unbalanced panel
+    with pytest.raises(ValueError, match="dice_sd"):
+        learning_curve_figure(summary.drop(columns="dice_sd"))
+
+
+def test_round_history_flags_sites_that_got_worse() -> None:
+    fig = round_history_figure(
+        [0, 1, 2, 3],
+        [0.3, 0.5, 0.55, 0.6],
+        [{"A": 0.2, "B": 0.4}, {"A": 0.5, "B": 0.45}, {"A": 0.45, "B": 0.6}, {"B": 0.5}],
+        labelled_counts=[0, 2, 4, 6],
+    )
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["all sites", "site A"]
+    drops = {t.name: list(t.x) for t in fig.data if t.name.endswith("got worse")}
+    assert drops == {"site A got worse": [2], "site B got worse": [3]}  # A's gap in round 3 is not a drop
+    with pytest.raises(ValueError, match="mean_dice has 3 entries for 4 rounds"):
+        round_history_figure([0, 1, 2, 3], [0.1, 0.2, 0.3])
+
+
+def test_loss_curve_phases_and_errors() -> None:
+    events = [{"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3, "phase": "supervised"} for s in range(5)]
+    events += [{"step": s, "loss": 0.2, "lr": 5e-4, "phase": "ssft", "eta_s": 3.0} for s in range(5, 8)]
+    fig = loss_curve_figure(events)
+    assert [t.name for t in fig.data] == ["loss (supervised)", "loss (ssft)", "learning rate"]
+    np.testing.assert_allclose(fig.data[0].y, [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    assert fig.layout.yaxis.type == "log" and fig.data[2].yaxis == "y2"
+    assert "no progress" in loss_curve_figure([]).layout.title.text
+    with pytest.raises(ValueError, match=r"event 1 lacks \['lr'\]"):
+        loss_curve_figure([{"step": 0, "loss": 1.0, "lr": 1e-3}, {"step": 1, "loss": 0.9}])
