@@ -1,0 +1,299 @@
+"""Evaluation on each case's native grid: Dice and HD95 in mm, per case, per class and per site.
+
+ASSFT, METHOD.md §5: predictions are inverted to the native grid of the reference label, HD95 uses
+the native spacing from the affine (MONAI assumes 1 mm unless told), and a class the model misses
+entirely (empty prediction, non-empty reference) has HD95 = inf: it is counted and reported, and
+left out of the HD95 means so one case cannot make them inf.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.networks.utils import one_hot
+from torch import nn
+
+from assft_core.config import InferenceConfig, PreprocessConfig
+from assft_core.data.io import load_label, spacing_from_affine
+from assft_core.data.preprocess import invert_label, preprocess_case
+from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.errors import DataError, ModelError
+from assft_core.models.inference import predict_probs
+
+
+@dataclass
+class EvalCase:
+    """A test case: preprocessed input plus its reference label on the native grid.
+
+    Attributes:
+        case: the preprocessed case (carries the native shape and affine for the inversion).
+        native_label: (X, Y, Z) or (1, X, Y, Z) integer class indices on the native grid.
+    """
+
+    case: PreprocessedCase
+    native_label: np.ndarray
+
+    @property
+    def native_spacing_mm(self) -> tuple[float, float, float]:
+        """Native voxel size in mm along X, Y, Z, from the native affine."""
+        return spacing_from_affine(self.case.native_affine)
+
+
+def load_eval_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path | None = None) -> EvalCase:
+    """Preprocess a labelled case and load its reference label on the native grid.
+
+    Raises:
+        DataError: the case has no label, or its files are unusable.
+    """
+    if record.label_path is None:
+        raise DataError(f"case {record.case_id} has no label file; evaluation needs one. Fix: add its label.")
+    case = preprocess_case(record, cfg, cache_dir=cache_dir)
+    return EvalCase(case=case, native_label=load_label(record.label_path, max_voxels=cfg.max_voxels).array[0])
+
+
+@dataclass
+class ClassScore:
+    """Scores of one foreground class in one case.
+
+    Attributes:
+        dice: Dice in [0, 1]; None when reference and prediction are both empty (undefined).
+        hd95_mm: 95th-percentile symmetric Hausdorff distance in mm; inf when missed; None when
+            the reference is empty (undefined).
+        missed: the reference holds the class but the prediction has none of it.
+        ref_voxels / pred_voxels: voxel counts on the native grid.
+    """
+
+    dice: float | None
+    hd95_mm: float | None
+    missed: bool
+    ref_voxels: int
+    pred_voxels: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; an infinite HD95 becomes None (with `missed` true)."""
+        d = asdict(self)
+        if d["hd95_mm"] is not None and not math.isfinite(d["hd95_mm"]):
+            d["hd95_mm"] = None
+        return d
+
+
+def score_classes(
+    pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing_mm: Sequence[float]
+) -> dict[int, ClassScore]:
+    """Dice and HD95 (MONAI metrics) of each foreground class 1..K-1.
+
+    Args:
+        pred: (X, Y, Z) predicted class indices.
+        ref: (X, Y, Z) reference class indices, same grid.
+        num_classes: K, including background.
+        spacing_mm: voxel size in mm along the three axes (from the affine).
+
+    Raises:
+        DataError: shapes differ, or `ref` holds a class ≥ K.
+    """
+    if pred.shape != ref.shape:
+        raise DataError(f"prediction grid {pred.shape} differs from the reference label grid {ref.shape}.")
+    if ref.size and (int(ref.max()) >= num_classes or int(ref.min()) < 0):
+        raise DataError(
+            f"the reference label holds class {int(ref.max())}, but the model predicts {num_classes} classes. "
+            "Fix: check the label's values against the project's classes."
+        )
+    p = one_hot(torch.as_tensor(pred.astype(np.int64))[None, None], num_classes, dim=1).bool()
+    r = one_hot(torch.as_tensor(ref.astype(np.int64))[None, None], num_classes, dim=1).bool()
+    # ignore_empty=False: an empty reference with a non-empty prediction scores 0 (a false positive).
+    dice = compute_dice(p, r, include_background=False, ignore_empty=False)[0]
+    spacing = [float(s) for s in spacing_mm]
+    scores: dict[int, ClassScore] = {}
+    for k in range(1, num_classes):
+        n_ref, n_pred = int(r[0, k].sum()), int(p[0, k].sum())
+        hd95: float | None = None
+        if n_ref and not n_pred:
+            hd95 = math.inf
+        elif n_ref and n_pred:
+            hd95 = float(
+                compute_hausdorff_distance(p[:, k : k + 1], r[:, k : k + 1], include_background=True, percentile=95, spacing=spacing)[0, 0]
+            )
+        scores[k] = ClassScore(
+            dice=None if not n_ref and not n_pred else float(dice[k - 1]),
+            hd95_mm=hd95,
+            missed=bool(n_ref and not n_pred),
+            ref_voxels=n_ref,
+            pred_voxels=n_pred,
+        )
+    return scores
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+@dataclass
+class CaseReport:
+    """Scores of one case.
+
+    Attributes:
+        case_id / site: the case.
+        classes: foreground class index -> its scores.
+        mean_dice: mean Dice over foreground classes with a defined Dice.
+        mean_hd95_mm: mean HD95 over foreground classes with a finite HD95 (missed ones left out).
+    """
+
+    case_id: str
+    site: str
+    classes: dict[int, ClassScore]
+
+    @property
+    def mean_dice(self) -> float | None:
+        return _mean([c.dice for c in self.classes.values()])
+
+    @property
+    def mean_hd95_mm(self) -> float | None:
+        return _mean([c.hd95_mm for c in self.classes.values()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "site": self.site,
+            "mean_dice": self.mean_dice,
+            "mean_hd95_mm": self.mean_hd95_mm,
+            "classes": {str(k): c.to_dict() for k, c in self.classes.items()},
+        }
+
+
+@dataclass
+class Summary:
+    """Aggregate over a set of cases (all, or one site).
+
+    Attributes:
+        n_cases: cases summarised.
+        mean_dice: mean over cases of each case's mean foreground Dice.
+        dice_per_class: class -> mean Dice over cases where it is defined.
+        mean_hd95_mm: mean over cases of each case's mean finite HD95.
+        hd95_per_class_mm: class -> mean finite HD95 over cases.
+        missed_per_class: class -> number of cases where the class was missed (HD95 inf).
+    """
+
+    n_cases: int
+    mean_dice: float | None
+    dice_per_class: dict[int, float | None]
+    mean_hd95_mm: float | None
+    hd95_per_class_mm: dict[int, float | None]
+    missed_per_class: dict[int, int]
+
+    @classmethod
+    def of(cls, cases: Sequence[CaseReport], num_classes: int) -> Summary:
+        """Summarise `cases` (classes 1..K-1)."""
+        ks = range(1, num_classes)
+        return cls(
+            n_cases=len(cases),
+            mean_dice=_mean([c.mean_dice for c in cases]),
+            dice_per_class={k: _mean([c.classes[k].dice for c in cases]) for k in ks},
+            mean_hd95_mm=_mean([c.mean_hd95_mm for c in cases]),
+            hd95_per_class_mm={k: _mean([c.classes[k].hd95_mm for c in cases]) for k in ks},
+            missed_per_class={k: sum(c.classes[k].missed for c in cases) for k in ks},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_cases": self.n_cases,
+            "mean_dice": self.mean_dice,
+            "dice_per_class": {str(k): v for k, v in self.dice_per_class.items()},
+            "mean_hd95_mm": self.mean_hd95_mm,
+            "hd95_per_class_mm": {str(k): v for k, v in self.hd95_per_class_mm.items()},
+            "missed_per_class": {str(k): v for k, v in self.missed_per_class.items()},
+            "missed_total": sum(self.missed_per_class.values()),
+        }
+
+
+@dataclass
+class EvalReport:
+    """Evaluation of one model on a test set (ASSFT, METHOD.md §5).
+
+    Attributes:
+        num_classes: K, including background.
+        cases: per-case reports, in input order.
+        overall: summary over every case.
+        per_site: site -> summary over that site's cases.
+    """
+
+    num_classes: int
+    cases: list[CaseReport] = field(default_factory=list)
+    overall: Summary | None = None
+    per_site: dict[str, Summary] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (strict JSON: no inf/NaN; missed classes are counted instead)."""
+        return {
+            "num_classes": self.num_classes,
+            "overall": self.overall.to_dict() if self.overall else None,
+            "per_site": {s: v.to_dict() for s, v in self.per_site.items()},
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceConfig, num_classes: int | None = None) -> np.ndarray:
+    """Sliding-window argmax of `network` on `case`, inverted to the native grid.
+
+    Returns:
+        (X, Y, Z) uint8 class indices on `case.native_shape` / `case.native_affine`.
+
+    Raises:
+        ModelError: the network predicts a number of classes other than `num_classes`.
+    """
+    probs = predict_probs(network, torch.from_numpy(np.ascontiguousarray(case.image)), cfg)
+    if num_classes is not None and probs.shape[0] != num_classes:
+        raise ModelError(
+            f"the network predicts {probs.shape[0]} classes, the task has {num_classes}. "
+            "Fix: use a checkpoint with a head for the task's classes."
+        )
+    pred = probs.argmax(dim=0).numpy().astype(np.uint8)
+    return invert_label(pred, case)
+
+
+def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
+    """Evaluate `network` on `cases` on their native grids (ASSFT, METHOD.md §5).
+
+    Sliding-window inference (with `cfg.n_tta` flip TTA), argmax, inversion of the preprocessing,
+    then Dice and HD95 in mm (spacing from each native affine) for classes 1..K-1.
+
+    Args:
+        network: the model, on its device.
+        cases: test cases with native reference labels.
+        num_classes: K, including background.
+        cfg: sliding-window settings.
+
+    Returns:
+        Per-case, per-class and per-site scores; `to_dict()` is strict JSON.
+
+    Raises:
+        ModelError: the network's class count is not `num_classes`.
+        DataError: a reference label does not fit its case's native grid or classes.
+    """
+    reports: list[CaseReport] = []
+    for ec in cases:
+        ref = np.asarray(ec.native_label)
+        if ref.ndim == 4 and ref.shape[0] == 1:
+            ref = ref[0]
+        if tuple(ref.shape) != tuple(ec.case.native_shape):
+            raise DataError(
+                f"case {ec.case.case_id}: reference label grid {ref.shape} differs from the image's native grid "
+                f"{tuple(ec.case.native_shape)}. Fix: pair the case with its own label file."
+            )
+        pred = predict_native(network, ec.case, cfg, num_classes)
+        classes = score_classes(pred, ref, num_classes, ec.native_spacing_mm)
+        reports.append(CaseReport(case_id=ec.case.case_id, site=ec.case.site, classes=classes))
+    sites = sorted({r.site for r in reports})
+    return EvalReport(
+        num_classes=num_classes,
+        cases=reports,
+        overall=Summary.of(reports, num_classes),
+        per_site={s: Summary.of([r for r in reports if r.site == s], num_classes) for s in sites},
+    )

@@ -1,0 +1,132 @@
+"""Patch sampling and augmentation, with every draw a pure function of (seed, step).
+
+A step's crops, flips and intensity jitter come from `step_rng(seed, step, stream)` alone, never
+from a generator carried across steps, so a run resumed from a checkpoint at step k draws exactly
+what an uninterrupted run draws at step k (ASSFT, METHOD.md §5; issue 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from monai.transforms import Flip
+
+from assft_core.train.data import TrainSample
+
+# Independent random streams of one step.
+STREAM_LABELLED = 0
+STREAM_PSEUDO = 1
+STREAM_TORCH = 2
+
+# Intensity jitter: multiply by U(1 − s, 1 + s), add U(−o, o) (normalised intensities ~[0, 1]).
+_SCALE_JITTER = 0.1
+_SHIFT_JITTER = 0.1
+
+
+def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
+    """The generator of one step's `stream`: a pure function of (seed, step, stream)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(step), int(stream)]))
+
+
+@dataclass(frozen=True)
+class PatchSource:
+    """A training case padded to at least the patch size, with its foreground voxels indexed once.
+
+    Attributes:
+        case_id: the case's id.
+        image: (C, D, H, W) float32, each spatial size ≥ the patch size.
+        label: (1, D, H, W) uint8; padding holds `ignore_index`.
+        foreground: flat indices (into the (D, H, W) grid) of voxels with a class in 1..254,
+            never the ignore value; may be empty.
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    foreground: np.ndarray
+
+
+def prepare_source(sample: TrainSample, patch_size: Sequence[int], ignore_index: int) -> PatchSource:
+    """Pad `sample` (image with 0, label with `ignore_index`) to at least `patch_size` and index it.
+
+    Padded voxels are not anatomy, so they are ignored by the loss rather than called background.
+    Image padding is 0, as in sliding-window inference.
+    """
+    spatial = sample.image.shape[1:]
+    pads = [max(int(p) - int(s), 0) for p, s in zip(patch_size, spatial)]
+    widths = [(0, 0)] + [(p // 2, p - p // 2) for p in pads]
+    image = np.asarray(sample.image, dtype=np.float32)
+    label = np.asarray(sample.label, dtype=np.uint8)
+    if any(pads):
+        image = np.pad(image, widths, mode="constant", constant_values=0.0)
+        label = np.pad(label, widths, mode="constant", constant_values=ignore_index)
+    lab = label[0]
+    foreground = np.flatnonzero((lab >= 1) & (lab != ignore_index))
+    return PatchSource(sample.case_id, image, label, foreground)
+
+
+def crop_start(
+    source: PatchSource, patch_size: Sequence[int], fg_prob: float, rng: np.random.Generator
+) -> tuple[int, int, int]:
+    """Corner (z, y, x) of one crop: centred on a random foreground voxel with probability
+    `fg_prob` (shifted to stay inside the volume), else uniform. An empty foreground falls back to
+    a uniform crop (ASSFT, METHOD.md §4: the sampler must tolerate all-ignored pseudo-labels).
+    """
+    spatial = np.asarray(source.image.shape[1:])
+    patch = np.asarray(patch_size)
+    high = spatial - patch  # ≥ 0 after prepare_source
+    use_fg = rng.random() < fg_prob
+    if use_fg and source.foreground.size:
+        centre = np.asarray(np.unravel_index(source.foreground[rng.integers(source.foreground.size)], spatial))
+        start = np.clip(centre - patch // 2, 0, high)
+    else:
+        start = np.asarray([rng.integers(h + 1) for h in high])
+    return int(start[0]), int(start[1]), int(start[2])
+
+
+def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips along each spatial axis (p = 0.5, same for image and label) and intensity
+    scale/shift jitter of the image. Cheap on a CPU; no interpolation, so labels stay exact.
+
+    Args:
+        image: (C, D, H, W) float32 patch.
+        label: (1, D, H, W) uint8 patch.
+        rng: the step's generator.
+    """
+    axes = [a for a in range(3) if rng.random() < 0.5]
+    scale = rng.uniform(1.0 - _SCALE_JITTER, 1.0 + _SCALE_JITTER)
+    shift = rng.uniform(-_SHIFT_JITTER, _SHIFT_JITTER)
+    if axes:
+        flip = Flip(spatial_axis=axes)
+        image = np.asarray(flip(image))
+        label = np.asarray(flip(label))
+    return (image * np.float32(scale) + np.float32(shift)).astype(np.float32), label
+
+
+def sample_batch(
+    sources: Sequence[PatchSource],
+    batch_size: int,
+    patch_size: Sequence[int],
+    fg_prob: float,
+    do_augment: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw `batch_size` patches (cases with replacement) from `sources`.
+
+    Returns:
+        images: (B, C, *patch_size) float32; labels: (B, 1, *patch_size) uint8.
+    """
+    images, labels = [], []
+    for _ in range(batch_size):
+        src = sources[int(rng.integers(len(sources)))]
+        z, y, x = crop_start(src, patch_size, fg_prob, rng)
+        d, h, w = (int(p) for p in patch_size)
+        img = src.image[:, z : z + d, y : y + h, x : x + w]
+        lab = src.label[:, z : z + d, y : y + h, x : x + w]
+        if do_augment:
+            img, lab = augment(img, lab, rng)
+        images.append(np.ascontiguousarray(img))
+        labels.append(np.ascontiguousarray(lab))
+    return np.stack(images), np.stack(labels)

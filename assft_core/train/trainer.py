@@ -1,0 +1,319 @@
+"""The one training loop: pre-training, fine-tuning, SSFT and benchmarks all call `train`.
+
+A plain function with callbacks (`on_progress`, `should_stop`) and `resume_from`; processes and
+jobs belong to the session engine. Counts are in optimiser steps (ASSFT, METHOD.md §4). Every
+step's randomness (cases, crops, flips, jitter, dropout) is a pure function of (seed, step), so a
+run resumed from any checkpoint ends with the same weights as an uninterrupted run (CPU; CUDA up
+to non-deterministic kernels).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from assft_core.config import BNMode, TrainConfig, to_dict
+from assft_core.errors import AssftError, StateError
+from assft_core.models.inference import logits_of, resolve_device
+from assft_core.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    atomic_write_json,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
+from assft_core.train.data import TrainData
+from assft_core.train.losses import MaskedDiceCELoss, ignore_ce, lambda_u_ramp
+from assft_core.train.sampling import (
+    STREAM_LABELLED,
+    STREAM_PSEUDO,
+    STREAM_TORCH,
+    PatchSource,
+    prepare_source,
+    sample_batch,
+    step_rng,
+)
+
+# Settings that may differ between a run and its resumption without changing its result.
+_RESUME_FREE_SETTINGS = ("device", "checkpoint_every")
+
+
+class TrainingDiverged(AssftError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class ProgressEvent:
+    """One finished optimiser step, in a form a job can store and a UI can draw.
+
+    Attributes:
+        step: steps finished in this run (1..total).
+        total: steps of the run.
+        loss: total loss of the step (labelled + λ_u · pseudo).
+        loss_labelled: Dice + CE on the labelled batch.
+        loss_pseudo: CE on the pseudo-labelled batch (0 without pseudo-labels).
+        lr: learning rate used by the step.
+        lambda_u: weight of the pseudo-label loss at this step (0 without pseudo-labels).
+        elapsed_s: wall time of the run so far in seconds, across resumptions.
+        eta_s: estimated seconds left, from this session's step rate.
+        phase: "supervised" or "ssft" (or the caller's label).
+    """
+
+    step: int
+    total: int
+    loss: float
+    loss_labelled: float
+    loss_pseudo: float
+    lr: float
+    lambda_u: float
+    elapsed_s: float
+    eta_s: float
+    phase: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the event."""
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of `train`.
+
+    Attributes:
+        step: last finished step.
+        loss: loss of the last finished step (NaN when no step ran).
+        checkpoint_path: the run's last checkpoint (holds the final weights when not stopped).
+        history: every step's event, including steps done before a resumption.
+        stopped: True when `should_stop` ended the run before `cfg.steps`.
+    """
+
+    step: int
+    loss: float
+    checkpoint_path: Path
+    history: list[ProgressEvent] = field(default_factory=list)
+    stopped: bool = False
+
+
+def _prepare_bn(network: nn.Module, mode: BNMode) -> list[nn.Parameter]:
+    """Put BatchNorm layers in the mode's state and return the parameters to optimise.
+
+    `frozen`: BatchNorm layers run in eval mode (source running statistics kept) and their affine
+    parameters are left out of the optimiser (METHOD.md §5).
+    """
+    network.train()
+    if BNMode(mode) is BNMode.TRAIN:
+        return [p for p in network.parameters() if p.requires_grad]
+    frozen: set[int] = set()
+    for module in network.modules():
+        if isinstance(module, _BatchNorm):
+            module.eval()
+            frozen.update(id(p) for p in module.parameters(recurse=False))
+    return [p for p in network.parameters() if p.requires_grad and id(p) not in frozen]
+
+
+def _check_resume(state: dict[str, Any], cfg: TrainConfig, data: TrainData, path: Path) -> None:
+    saved = {k: v for k, v in state["config"].items() if k not in _RESUME_FREE_SETTINGS}
+    now = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE_SETTINGS}
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise StateError(
+            f"{path}: the checkpoint was made with different settings ({', '.join(diff)}). "
+            "Fix: resume with the run's saved config.json, or start a fresh run."
+        )
+    if state["case_ids"] != data.case_ids():
+        raise StateError(
+            f"{path}: the checkpoint was trained on other cases than the ones given now. "
+            "Fix: resume with the same labelled and pseudo-labelled cases, or start a fresh run."
+        )
+
+
+def _torch_seed(seed: int, step: int) -> int:
+    return int(step_rng(seed, step, STREAM_TORCH).integers(2**63 - 1))
+
+
+def train(
+    cfg: TrainConfig,
+    network: nn.Module,
+    data: TrainData,
+    *,
+    run_dir: Path,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from: Path | None = None,
+    phase: str | None = None,
+) -> TrainResult:
+    """Train `network` in place for `cfg.steps` optimiser steps (ASSFT, METHOD.md §4–§5).
+
+    Each step draws `cfg.batch_size` labelled patches (crops centred on foreground with
+    probability `cfg.fg_crop_prob`, never on ignore voxels; flips and intensity jitter when
+    `cfg.augment`) and, when `data.pseudo` is not empty, `cfg.unlabelled_batch_size` pseudo-labelled
+    patches; both go through the network in one batch. Loss:
+    `DiceCE(L) + λ_u(e/E) · CE_ignore(R)`, `λ_u` from `lambda_u_ramp` with e/E = (step + 1) / steps,
+    voxels labelled `cfg.ignore_index` left out of both terms. AdamW, cosine schedule to 0 over
+    `cfg.steps`. A checkpoint is written every `cfg.checkpoint_every` steps, at the end and when
+    stopped; `config.json` is written beside it at the start. The network is left in eval mode.
+
+    Args:
+        cfg: the run's settings.
+        network: maps (B, C, *patch) to logits (B, K, *patch) (or a tuple whose first item is that);
+            moved to the resolved `cfg.device`.
+        data: labelled (and optional pseudo-labelled) cases.
+        run_dir: folder for `config.json` and `checkpoint.pt` (created if missing).
+        on_progress: called with each finished step's event.
+        should_stop: polled after each step; True saves a checkpoint and returns `stopped=True`.
+        resume_from: a checkpoint (or run folder) of a killed or stopped run of the same settings
+            and cases; training continues from its step.
+        phase: label of the events; default "ssft" with pseudo-labels, else "supervised".
+
+    Returns:
+        The last step, loss, checkpoint path and the full history of events.
+
+    Raises:
+        StateError: `resume_from` was made with other settings or cases.
+        ModelError: `resume_from` is not a readable training checkpoint.
+        DataError: a label holds a class the network does not predict.
+        TrainingDiverged: the loss became NaN or infinite (lower `cfg.lr`).
+    """
+    device = resolve_device(cfg.device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    atomic_write_json(run_dir / CONFIG_NAME, to_dict(cfg))
+    phase = phase or ("ssft" if data.pseudo else "supervised")
+
+    network.to(device)
+    params = _prepare_bn(network, cfg.bn_mode)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.steps, 1), eta_min=0.0)
+    loss_fn = MaskedDiceCELoss(cfg.ignore_index)
+
+    step, prior_elapsed, last_loss = 0, 0.0, float("nan")
+    history: list[ProgressEvent] = []
+    if resume_from is not None:
+        state = load_checkpoint(Path(resume_from), map_location=device)
+        _check_resume(state, cfg, data, Path(resume_from))
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_states(state["rng"])
+        step, prior_elapsed, last_loss = int(state["step"]), float(state["elapsed_s"]), float(state["loss"])
+        history = [ProgressEvent(**e) for e in state["history"]]
+
+    labelled = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.labelled]
+    pseudo = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.pseudo]
+
+    def checkpoint(elapsed: float) -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "model": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_states(),
+                "config": to_dict(cfg),
+                "case_ids": data.case_ids(),
+                "history": [e.to_dict() for e in history],
+                "elapsed_s": elapsed,
+                "loss": last_loss,
+            },
+        )
+
+    t0 = time.perf_counter()
+    start_step = step
+    stopped = False
+    try:
+        while step < cfg.steps:
+            event = _one_step(cfg, network, optimizer, scheduler, loss_fn, labelled, pseudo, step, device, phase)
+            step += 1
+            last_loss = event.loss
+            elapsed = prior_elapsed + time.perf_counter() - t0
+            rate = (time.perf_counter() - t0) / (step - start_step)
+            event.elapsed_s, event.eta_s = elapsed, rate * (cfg.steps - step)
+            history.append(event)
+            saved = step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps
+            if saved:
+                checkpoint(elapsed)
+            if on_progress is not None:
+                on_progress(event)
+            if should_stop is not None and step < cfg.steps and should_stop():
+                if not saved:
+                    checkpoint(elapsed)
+                stopped = True
+                break
+        if step == start_step and not ckpt_path.exists():
+            checkpoint(prior_elapsed)  # nothing left to do, but the run folder must hold its weights
+    finally:
+        network.eval()
+    return TrainResult(step=step, loss=last_loss, checkpoint_path=ckpt_path, history=history, stopped=stopped)
+
+
+def _one_step(
+    cfg: TrainConfig,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: MaskedDiceCELoss,
+    labelled: list[PatchSource],
+    pseudo: list[PatchSource],
+    step: int,
+    device: torch.device,
+    phase: str,
+) -> ProgressEvent:
+    """Run optimiser step `step` (0-based); its draws depend on (cfg.seed, step) only."""
+    images, labels = sample_batch(
+        labelled, cfg.batch_size, cfg.patch_size, cfg.fg_crop_prob, cfg.augment, step_rng(cfg.seed, step, STREAM_LABELLED)
+    )
+    lam = 0.0
+    if pseudo:
+        p_images, p_labels = sample_batch(
+            pseudo,
+            cfg.unlabelled_batch_size,
+            cfg.patch_size,
+            cfg.fg_crop_prob,
+            cfg.augment,
+            step_rng(cfg.seed, step, STREAM_PSEUDO),
+        )
+        images, labels = np.concatenate([images, p_images]), np.concatenate([labels, p_labels])
+        lam = lambda_u_ramp((step + 1) / cfg.steps, cfg.lambda_u_max)
+    torch.manual_seed(_torch_seed(cfg.seed, step))  # dropout and any other torch randomness
+
+    x = torch.from_numpy(images).to(device)
+    y = torch.from_numpy(labels).to(device)
+    n_lab = cfg.batch_size
+    logits = logits_of(network(x))
+    loss_lab = loss_fn(logits[:n_lab], y[:n_lab])
+    loss_ps = ignore_ce(logits[n_lab:], y[n_lab:], cfg.ignore_index) if pseudo else torch.zeros((), device=device)
+    loss = loss_lab + lam * loss_ps
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss became {float(loss)} at step {step + 1}. Fix: lower TrainConfig.lr "
+            f"(now {cfg.lr}) or check the input intensities."
+        )
+    lr = float(scheduler.get_last_lr()[0])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return ProgressEvent(
+        step=step + 1,
+        total=cfg.steps,
+        loss=float(loss.detach()),
+        loss_labelled=float(loss_lab.detach()),
+        loss_pseudo=float(loss_ps.detach()),
+        lr=lr,
+        lambda_u=lam,
+        elapsed_s=0.0,
+        eta_s=0.0,
+        phase=phase,
+    )

@@ -1,0 +1,71 @@
+"""Patch crops by label: foreground centring, never on ignore, padding, purity in (seed, step)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from assft_core.train.data import TrainSample
+from assft_core.train.sampling import crop_start, prepare_source, sample_batch, step_rng
+
+
+def _sample(shape: tuple[int, int, int] = (20, 20, 20)) -> TrainSample:
+    return TrainSample("s", np.zeros((1, *shape), np.float32), np.zeros((1, *shape), np.uint8))
+
+
+def test_foreground_crop_is_centred_on_the_only_foreground_voxel() -> None:
+    s = _sample()
+    s.label[0, 10, 9, 11] = 2
+    s.label[0, 0:5, 0:5, 0:5] = 255  # ignore voxels are never foreground
+    src = prepare_source(s, (8, 8, 8), 255)
+    assert src.foreground.tolist() == [np.ravel_multi_index((10, 9, 11), (20, 20, 20))]
+    for step in range(10):
+        assert crop_start(src, (8, 8, 8), 1.0, step_rng(0, step, 0)) == (6, 5, 7)
+
+
+def test_crop_near_the_border_stays_inside() -> None:
+    s = _sample()
+    s.label[0, 19, 0, 1] = 1
+    src = prepare_source(s, (8, 8, 8), 255)
+    assert crop_start(src, (8, 8, 8), 1.0, step_rng(0, 0, 0)) == (12, 0, 0)
+
+
+def test_only_ignore_falls_back_to_uniform_crops() -> None:
+    s = _sample()
+    s.label[:] = 255
+    src = prepare_source(s, (8, 8, 8), 255)
+    assert src.foreground.size == 0
+    starts = {crop_start(src, (8, 8, 8), 1.0, step_rng(0, k, 0)) for k in range(20)}
+    assert len(starts) > 1 and all(0 <= v <= 12 for st in starts for v in st)
+
+
+def test_small_volume_is_padded_with_ignore() -> None:
+    s = _sample((5, 20, 6))
+    s.label[0, 2, 10, 3] = 1
+    src = prepare_source(s, (8, 8, 8), 255)
+    assert src.image.shape == (1, 8, 20, 8) and src.label.shape == (1, 8, 20, 8)
+    assert int((src.label == 255).sum()) == 8 * 20 * 8 - 5 * 20 * 6
+    assert src.label[0, 2 + 1, 10, 3 + 1] == 1  # padding split before/after: 3 -> 1 + 2, 2 -> 1 + 1
+    img, lab = sample_batch([src], 3, (8, 8, 8), 0.5, True, step_rng(0, 0, 0))
+    assert img.shape == (3, 1, 8, 8, 8) and lab.shape == (3, 1, 8, 8, 8) and lab.dtype == np.uint8
+
+
+def test_batches_are_a_pure_function_of_seed_and_step() -> None:
+    s = _sample()
+    s.image[:] = np.random.default_rng(0).normal(size=s.image.shape)
+    s.label[0, 5:9, 5:9, 5:9] = 1
+    src = prepare_source(s, (8, 8, 8), 255)
+    a = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 7, 0))
+    b = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 7, 0))
+    c = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 8, 0))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_flips_move_image_and_label_together() -> None:
+    s = _sample((8, 8, 8))
+    s.label[0, 1, 2, 3] = 1
+    s.image[0, 1, 2, 3] = 5.0
+    src = prepare_source(s, (8, 8, 8), 255)
+    for step in range(8):
+        img, lab = sample_batch([src], 1, (8, 8, 8), 0.0, True, step_rng(0, step, 0))
+        assert np.argmax(img[0, 0]) == np.argmax(lab[0, 0])
