@@ -1,7 +1,8 @@
-"""`assft stats`: source statistics of a model's encoder norm layers over source data the user owns.
+"""`assft stats`, `assft model-info` and `assft pretrain`: source statistics, model inspection, pre-training.
 
-Writes `source_stats.pt` beside the checkpoint and records it in the model card, so the query's
-knowledge gap uses exact source statistics (ASSFT, METHOD.md §1, choice a).
+`stats` writes `source_stats.pt` beside the checkpoint and records it in the model card, so the
+query's knowledge gap uses exact source statistics (ASSFT, METHOD.md §1, choice a); `pretrain`
+trains the demo model on a corpus's source split (`assft_core.models.pretrain`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from assft_core.data.records import Split
 from assft_core.errors import DataError, ModelError
 from assft_core.models.card import CARD_FILE
 from assft_core.models.loaded import load_model
+from assft_core.models.pretrain import (
+    DEFAULT_CORPUS_DIR,
+    DEFAULT_STEPS,
+    DEMO_CORPUS,
+    DEMO_MODEL_DIR,
+    pretrain,
+    pretrain_train_config,
+    site_dice,
+)
 from assft_core.models.source_stats import STATS_FILE, compute_source_stats, save_source_stats
+from assft_core.train.trainer import ProgressEvent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +58,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("model", type=Path, help="model folder holding model_card.json, or the card file")
     info.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     info.set_defaults(func=run_model_info)
+
+    pre = subparsers.add_parser(
+        "pretrain",
+        help="pre-train the demo model (small BatchNorm UNet) on a corpus's source_train cases",
+        description="Train a small BatchNorm MONAI UNet on the source_train cases of a corpus only, compute its "
+        "source statistics over those whole volumes, evaluate it on source_test and on the target test split "
+        "per site (the domain gap), and write weights, source_stats.pt, evaluation.json, NOTICE and a model card "
+        "with its fingerprint to --out. Without --corpus, the demo corpus is built first (full size, unbalanced, "
+        f"seed 0) in {DEFAULT_CORPUS_DIR}.",
+    )
+    pre.add_argument(
+        "--corpus", type=Path, default=None,
+        help=f"dataset folder with source_train (and source_test, test) cases in cases.csv (default: the demo "
+        f"corpus in {DEFAULT_CORPUS_DIR}, built if missing)",
+    )
+    pre.add_argument("--out", type=Path, default=None, help=f"model folder to write (default: the shipped demo model, {DEMO_MODEL_DIR})")
+    pre.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps (default {DEFAULT_STEPS})")
+    pre.add_argument("--seed", type=int, default=0, help="seeds initialisation, crops and augmentation (default 0)")
+    pre.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    pre.add_argument("--force", action="store_true", help="replace an existing model folder at --out")
+    pre.set_defaults(func=run_pretrain)
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -88,4 +120,40 @@ def run_model_info(args: argparse.Namespace) -> int:
     print(f"head for the card's classes: {'yes' if loaded.has_head else 'no (ASD unavailable until fine-tuning)'}")
     print(f"embedding z: {'yes' if loaded.has_embedding else 'no (diversity unavailable)'}")
     print(f"source statistics: {loaded.source_stats_origin}")
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """Handler of `assft pretrain`; returns the exit code."""
+    if args.steps < 1:
+        raise ModelError(f"--steps {args.steps}: give at least 1 optimiser step (default {DEFAULT_STEPS}).")
+    out = args.out if args.out is not None else DEMO_MODEL_DIR
+    corpus = args.corpus
+    if corpus is None:
+        from assft_core.data.demo.builder import build_demo_corpus
+
+        corpus = DEFAULT_CORPUS_DIR
+        print(f"demo corpus: {corpus} (built now if missing: {DEMO_CORPUS})", flush=True)
+        build_demo_corpus(corpus, **DEMO_CORPUS)  # type: ignore[arg-type]
+    elif not Path(corpus).is_dir():
+        raise DataError(f"{corpus}: corpus folder not found; build one with `assft demo build DIR` or omit --corpus.")
+
+    def progress(event: ProgressEvent) -> None:
+        if event.step == 1 or event.step % 25 == 0 or event.step == event.total:
+            print(f"  step {event.step}/{event.total} loss {event.loss:.3f} lr {event.lr:.2e} "
+                  f"{event.elapsed_s:.0f} s, about {event.eta_s:.0f} s left", flush=True)
+
+    result = pretrain(
+        Path(corpus),
+        Path(out),
+        train_cfg=pretrain_train_config(args.steps, args.seed, args.device),
+        force=args.force,
+        on_progress=progress,
+        on_message=lambda msg: print(msg, flush=True),
+    )
+    for name, report in (("source_test", result.source_test), ("target test", result.target_test)):
+        per_site = ", ".join(f"{site} {d:.3f}" if d is not None else f"{site} n/a" for site, d in site_dice(report).items())
+        print(f"mean foreground Dice, {name}: {per_site or 'no labelled cases'}")
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings_s.items())
+    print(f"wall time: {times}")
     return 0

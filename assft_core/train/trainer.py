@@ -5,6 +5,12 @@ jobs belong to the session engine. Counts are in optimiser steps (ASSFT, METHOD.
 step's randomness (cases, crops, flips, jitter, dropout) is a pure function of (seed, step), so a
 run resumed from any checkpoint ends with the same weights as an uninterrupted run (CPU; CUDA up
 to non-deterministic kernels).
+
+Under `torchrun` (a process group joined with `assft_core.train.distributed.init_distributed`) the
+same function trains with DistributedDataParallel: rank r takes the patches r, r+N, … of the
+step's global batch of N·`batch_size` patches drawn from the same step generator, so N ranks equal
+one process with batch N·`batch_size` up to float error (docs/distributed.md); rank 0 alone writes
+the config, checkpoints and progress.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 from assft_core.config import BNMode, TrainConfig, to_dict
 from assft_core.errors import AssftError, StateError
-from assft_core.models.inference import logits_of, resolve_device
+from assft_core.models.inference import logits_of
+from assft_core.train import distributed as ddp
 from assft_core.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -137,8 +145,16 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, data: TrainData, path
         )
 
 
-def _torch_seed(seed: int, step: int) -> int:
-    return int(step_rng(seed, step, STREAM_TORCH).integers(2**63 - 1))
+def _torch_seed(seed: int, step: int, rank: int = 0) -> int:
+    # Rank 0 keeps the single-process stream; other ranks draw their own dropout masks.
+    rng = step_rng(seed, step, STREAM_TORCH) if rank == 0 else np.random.default_rng([seed, step, STREAM_TORCH, rank])
+    return int(rng.integers(2**63 - 1))
+
+
+def _stop_requested(should_stop: Callable[[], bool] | None) -> bool:
+    """Rank 0 polls `should_stop`; every rank gets its answer, so all ranks stop at one step."""
+    asked = should_stop is not None and ddp.is_main_process() and bool(should_stop())
+    return bool(ddp.broadcast_object(asked))
 
 
 def train(
@@ -164,7 +180,8 @@ def train(
     stopped; `config.json` is written beside it at the start. The network is left in eval mode.
 
     Args:
-        cfg: the run's settings.
+        cfg: the run's settings; under torchrun `batch_size` and `unlabelled_batch_size` are per
+            rank (docs/distributed.md).
         network: maps (B, C, *patch) to logits (B, K, *patch) (or a tuple whose first item is that);
             moved to the resolved `cfg.device`.
         data: labelled (and optional pseudo-labelled) cases.
@@ -183,12 +200,15 @@ def train(
         ModelError: `resume_from` is not a readable training checkpoint.
         DataError: a label holds a class the network does not predict.
         TrainingDiverged: the loss became NaN or infinite (lower `cfg.lr`).
+        DistributedError: under torchrun, a device setting that pins every rank to one GPU.
     """
-    device = resolve_device(cfg.device)
+    device = ddp.rank_device(cfg.device)
+    is_main = ddp.is_main_process()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    atomic_write_json(run_dir / CONFIG_NAME, to_dict(cfg))
+    if is_main:
+        atomic_write_json(run_dir / CONFIG_NAME, to_dict(cfg))
     phase = phase or ("ssft" if data.pseudo else "supervised")
 
     network.to(device)
@@ -209,10 +229,16 @@ def train(
         step, prior_elapsed, last_loss = int(state["step"]), float(state["elapsed_s"]), float(state["loss"])
         history = [ProgressEvent(**e) for e in state["history"]]
 
+    # DDP broadcasts rank 0's weights when it wraps, and averages gradients in backward.
+    model: nn.Module = network
+    if ddp.get_world_size() > 1:
+        model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     labelled = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.labelled]
     pseudo = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.pseudo]
 
     def checkpoint(elapsed: float) -> None:
+        if not is_main:
+            return
         save_checkpoint(
             ckpt_path,
             {
@@ -234,7 +260,7 @@ def train(
     stopped = False
     try:
         while step < cfg.steps:
-            event = _one_step(cfg, network, optimizer, scheduler, loss_fn, labelled, pseudo, step, device, phase)
+            event = _one_step(cfg, model, optimizer, scheduler, loss_fn, labelled, pseudo, step, device, phase)
             step += 1
             last_loss = event.loss
             elapsed = prior_elapsed + time.perf_counter() - t0
@@ -244,15 +270,19 @@ def train(
             saved = step % max(cfg.checkpoint_every, 1) == 0 or step == cfg.steps
             if saved:
                 checkpoint(elapsed)
-            if on_progress is not None:
+            if on_progress is not None and is_main:
                 on_progress(event)
-            if should_stop is not None and step < cfg.steps and should_stop():
+            if step < cfg.steps and _stop_requested(should_stop):
                 if not saved:
                     checkpoint(elapsed)
                 stopped = True
                 break
         if step == start_step and not ckpt_path.exists():
             checkpoint(prior_elapsed)  # nothing left to do, but the run folder must hold its weights
+        # Every rank ends with rank 0's saved model (BatchNorm running statistics differ per rank),
+        # and returns only once the checkpoint is on disk.
+        ddp.broadcast_module_state(network)
+        ddp.barrier()
     finally:
         network.eval()
     return TrainResult(step=step, loss=last_loss, checkpoint_path=ckpt_path, history=history, stopped=stopped)
@@ -270,23 +300,41 @@ def _one_step(
     device: torch.device,
     phase: str,
 ) -> ProgressEvent:
-    """Run optimiser step `step` (0-based); its draws depend on (cfg.seed, step) only."""
-    images, labels = sample_batch(
-        labelled, cfg.batch_size, cfg.patch_size, cfg.fg_crop_prob, cfg.augment, step_rng(cfg.seed, step, STREAM_LABELLED)
-    )
-    lam = 0.0
-    if pseudo:
-        p_images, p_labels = sample_batch(
-            pseudo,
-            cfg.unlabelled_batch_size,
+    """Run optimiser step `step` (0-based); its draws depend on (cfg.seed, step) only.
+
+    With N ranks, each draws the step's global batch of N·`batch_size` patches and keeps its share
+    (`_rank_share`), and the reported losses are the mean over ranks, i.e. the global batch's.
+    """
+    rank, world = ddp.get_rank(), ddp.get_world_size()
+    images, labels = _rank_share(
+        sample_batch(
+            labelled,
+            cfg.batch_size * world,
             cfg.patch_size,
             cfg.fg_crop_prob,
             cfg.augment,
-            step_rng(cfg.seed, step, STREAM_PSEUDO),
+            step_rng(cfg.seed, step, STREAM_LABELLED),
+        ),
+        rank,
+        world,
+    )
+    lam = 0.0
+    if pseudo:
+        p_images, p_labels = _rank_share(
+            sample_batch(
+                pseudo,
+                cfg.unlabelled_batch_size * world,
+                cfg.patch_size,
+                cfg.fg_crop_prob,
+                cfg.augment,
+                step_rng(cfg.seed, step, STREAM_PSEUDO),
+            ),
+            rank,
+            world,
         )
         images, labels = np.concatenate([images, p_images]), np.concatenate([labels, p_labels])
         lam = lambda_u_ramp((step + 1) / cfg.steps, cfg.lambda_u_max)
-    torch.manual_seed(_torch_seed(cfg.seed, step))  # dropout and any other torch randomness
+    torch.manual_seed(_torch_seed(cfg.seed, step, rank))  # dropout and any other torch randomness
 
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
@@ -294,10 +342,14 @@ def _one_step(
     logits = logits_of(network(x))
     loss_lab = loss_fn(logits[:n_lab], y[:n_lab])
     loss_ps = ignore_ce(logits[n_lab:], y[n_lab:], cfg.ignore_index) if pseudo else torch.zeros((), device=device)
+    if world > 1:
+        loss_lab, loss_ps = _global_ce_weighting(logits, y, n_lab, loss_lab, loss_ps, cfg.ignore_index)
     loss = loss_lab + lam * loss_ps
-    if not torch.isfinite(loss):
+    # Mean over ranks = the global batch's loss; every rank sees the same value, so all raise together.
+    reported = ddp.all_reduce_mean(torch.stack([loss.detach(), loss_lab.detach(), loss_ps.detach()]))
+    if not torch.isfinite(reported[0]):
         raise TrainingDiverged(
-            f"the training loss became {float(loss)} at step {step + 1}. Fix: lower TrainConfig.lr "
+            f"the training loss became {float(reported[0])} at step {step + 1}. Fix: lower TrainConfig.lr "
             f"(now {cfg.lr}) or check the input intensities."
         )
     lr = float(scheduler.get_last_lr()[0])
@@ -308,12 +360,53 @@ def _one_step(
     return ProgressEvent(
         step=step + 1,
         total=cfg.steps,
-        loss=float(loss.detach()),
-        loss_labelled=float(loss_lab.detach()),
-        loss_pseudo=float(loss_ps.detach()),
+        loss=float(reported[0]),
+        loss_labelled=float(reported[1]),
+        loss_pseudo=float(reported[2]),
         lr=lr,
         lambda_u=lam,
         elapsed_s=0.0,
         eta_s=0.0,
         phase=phase,
     )
+
+
+def _rank_share(batch: tuple[np.ndarray, np.ndarray], rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patches rank, rank+world, … of a global (images (B·world, C, *patch), labels) batch."""
+    images, labels = batch
+    return np.ascontiguousarray(images[rank::world]), np.ascontiguousarray(labels[rank::world])
+
+
+def _global_ce_weighting(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    n_lab: int,
+    loss_lab: torch.Tensor,
+    loss_ps: torch.Tensor,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reweight this rank's cross-entropy terms so that DDP's gradient mean equals the global batch's.
+
+    Cross-entropy averages over the kept (not ignored) voxels of the whole batch, and ranks keep
+    different numbers of voxels (pseudo-label ignore, padding). Scaling rank r's CE by
+    N·n_r / Σ n turns the mean over ranks into Σ(CE sums) / Σ n, the single-process value. Dice is
+    a per-patch mean, so it needs no weight.
+
+    Args:
+        logits: (B, K, *patch) this rank's logits, labelled patches first.
+        y: (B, 1, *patch) their labels.
+        n_lab: number of labelled patches.
+        loss_lab: Dice + CE of the labelled patches.
+        loss_ps: CE of the pseudo-labelled patches.
+        ignore_index: label value left out of the loss.
+
+    Returns:
+        (loss_lab, loss_ps) with their CE terms reweighted.
+    """
+    kept = torch.stack([(y[:n_lab] != ignore_index).sum(), (y[n_lab:] != ignore_index).sum()]).to(torch.float64)
+    total = ddp.all_reduce_sum(kept)
+    weights = [ddp.get_world_size() * k / t if t > 0 else 0.0 for k, t in zip(kept.tolist(), total.tolist())]
+    if weights[0] != 1.0:
+        # MaskedDiceCELoss returns Dice + 1 · CE: add the missing (w − 1) · CE.
+        loss_lab = loss_lab + (weights[0] - 1.0) * ignore_ce(logits[:n_lab], y[:n_lab], ignore_index)
+    return loss_lab, loss_ps * weights[1]
