@@ -11,7 +11,7 @@ from assft_core.cli import main
 from assft_core.query.table import Availability, CaseScores, ScoreTable
 from assft_core.session import labels, rounds
 from assft_core.session.project import open_project
-from conftest import label_map, make_dataset, write_nifti
+from session_factories import label_map, make_dataset, write_nifti
 
 
 def _scores(project_dir: Path) -> str:

@@ -12,7 +12,7 @@ import pytest
 from assft_core.errors import DataError, StateError
 from assft_core.session import labels, rounds
 from assft_core.session.rounds import RoundState
-from conftest import label_map, write_nifti
+from session_factories import label_map, write_nifti
 
 
 def _approve(project, *case_ids: str) -> None:

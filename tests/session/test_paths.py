@@ -11,7 +11,7 @@ import pytest
 from assft_core.errors import DataError
 from assft_core.session import labels, rounds
 from assft_core.session.paths import safe_join, sanitize_filename, sanitize_id
-from conftest import label_map, write_nifti
+from session_factories import label_map, write_nifti
 
 
 @pytest.mark.parametrize(
