@@ -10,25 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from assft_core.config import InferenceConfig
 from assft_core.data.records import Split
 from assft_core.errors import DataError, ModelError
 from assft_core.models.card import CARD_FILE
-from assft_core.models.loaded import load_model
-from assft_core.models.pretrain import (
-    DEFAULT_CORPUS_DIR,
-    DEFAULT_STEPS,
-    DEMO_CORPUS,
-    DEMO_MODEL_DIR,
-    pretrain,
-    pretrain_train_config,
-    site_dice,
-)
-from assft_core.models.source_stats import STATS_FILE, compute_source_stats, save_source_stats
-from assft_core.train.trainer import ProgressEvent
+from assft_core.models.demo_paths import DEFAULT_CORPUS_DIR, DEFAULT_STEPS, DEMO_CORPUS, DEMO_MODEL_DIR
 
+# Engine modules (torch, MONAI) are imported inside the handlers: `assft --help` must stay fast.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `assft stats` to the `assft` parser."""
@@ -83,8 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     """Handler of `assft stats`; returns the exit code."""
+    import torch
+
+    from assft_core.config import InferenceConfig
     from assft_core.data.importers import import_dataset
     from assft_core.data.preprocess import preprocess_case
+    from assft_core.models.loaded import load_model
+    from assft_core.models.source_stats import STATS_FILE, compute_source_stats, save_source_stats
 
     model_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
     target = model_dir / STATS_FILE
@@ -112,6 +104,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_model_info(args: argparse.Namespace) -> int:
     """Handler of `assft model-info`; returns the exit code."""
+    from assft_core.models.loaded import load_model
+
     loaded = load_model(args.model, device=args.device)
     card = loaded.card
     print(f"backbone {card.backbone} {card.backbone_kwargs}, {card.in_channels} channel(s), classes {card.classes}")
@@ -125,6 +119,9 @@ def run_model_info(args: argparse.Namespace) -> int:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Handler of `assft pretrain`; returns the exit code."""
+    from assft_core.models.pretrain import pretrain, pretrain_train_config, site_dice
+    from assft_core.train.trainer import ProgressEvent
+
     if args.steps < 1:
         raise ModelError(f"--steps {args.steps}: give at least 1 optimiser step (default {DEFAULT_STEPS}).")
     out = args.out if args.out is not None else DEMO_MODEL_DIR

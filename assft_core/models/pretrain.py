@@ -33,12 +33,12 @@ import torch
 import assft_core
 from assft_core.config import InferenceConfig, Modality, PreprocessConfig, TrainConfig, to_dict
 from assft_core.data.demo import builder as demo_builder
-from assft_core.data.demo.plan import DemoLayout, DemoSize
 from assft_core.data.importers import import_dataset
 from assft_core.data.preprocess import PIPELINE_VERSION, preprocess_case
 from assft_core.data.records import CaseRecord, DatasetManifest, Split
 from assft_core.errors import DataError, ModelError
 from assft_core.models.card import CARD_FILE, ModelCard
+from assft_core.models.demo_paths import DEFAULT_CORPUS_DIR, DEFAULT_STEPS, DEMO_CORPUS, DEMO_MODEL_DIR  # noqa: F401
 from assft_core.models.fingerprint import files_hash, module_files, stale_fields
 from assft_core.models.loaded import save_model, wrap_network
 from assft_core.models.registry import get_backbone
@@ -47,17 +47,9 @@ from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.evaluate import EvalReport, evaluate, load_eval_case
 from assft_core.train.trainer import ProgressEvent, train
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo_model"
-# Where `assft demo project` keeps the default (unbalanced, full, seed 0) corpus: one copy for both.
-DEFAULT_CORPUS_DIR = Path("demo_data")
-# DATA.md: 600 steps of batch 2 x 64³ reached source held-out Dice 0.77 in ~210 s on 2 CPU cores.
-DEFAULT_STEPS = 600
 BACKBONE = "unet"
 EVALUATION_FILE = "evaluation.json"
 NOTICE_FILE = "NOTICE"
-# The corpus the shipped model is trained on: `build_demo_corpus`'s defaults, spelled out so the
-# build and the staleness check cannot drift apart.
-DEMO_CORPUS = {"layout": DemoLayout.UNBALANCED.value, "seed": 0, "size": DemoSize.FULL.value}
 # Code whose change alters the corpus bytes or the network's inputs. The builder's texts, preview
 # and CLI are left out: editing a help string must not make the model stale.
 DEMO_DATA_CODE: tuple[str, ...] = (

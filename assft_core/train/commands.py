@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from assft_core.config import InferenceConfig
-from assft_core.train.predict import output_name, predict
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def group_channels(images: list[Path]) -> list[list[Path]]:
     """Group files by case name (nnU-Net `_0000`, `_0001` channel suffixes), keeping input order."""
+    from assft_core.train.predict import output_name
+
     groups: dict[str, list[Path]] = {}
     for path in images:
         groups.setdefault(output_name([path]), []).append(path)
@@ -39,6 +40,7 @@ def group_channels(images: list[Path]) -> list[list[Path]]:
 def run_predict(args: argparse.Namespace) -> int:
     """Handler of `assft predict`; returns the exit code."""
     from assft_core.models.loaded import load_model  # heavy imports only when the command runs
+    from assft_core.train.predict import predict
 
     model = load_model(args.model, device=args.device)
     infer = InferenceConfig(roi_size=model.card.roi_size, overlap=args.overlap, n_tta=args.tta, device=args.device)
