@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "assft_core.data.demo.commands",
     "assft_core.models.commands",
     "assft_core.session.commands",
+    "assft_core.session.round_commands",
     "assft_core.train.commands",
     "assft_core.bench.commands",
 )

@@ -8,28 +8,20 @@ benchmark is one entry, not a new parser tree.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from assft_core.config import InferenceConfig, QueryConfig
-from assft_core.data.records import PreprocessedCase, Split
-from assft_core.errors import AssftError, DataError
+from assft_core.errors import AssftError
 
 
 def _cost_scoring(args: argparse.Namespace) -> int:
-    from assft_core.bench.cost import measure_scoring_cost, synthetic_cases, tiny_model, write_cost
+    from assft_core.bench.cost import measure_scoring_cost, write_cost
+    from assft_core.bench.cost_report import load_cost_cases, load_cost_model
 
-    if args.model:
-        from assft_core.models.loaded import load_model
-
-        model = load_model(Path(args.model), device=args.device)
-    else:
-        model = tiny_model(seed=args.seed, device=args.device)
+    model = load_cost_model(args)
     infer_cfg = InferenceConfig(roi_size=tuple(model.card.roi_size), n_tta=args.n_tta, device=args.device)
-    if args.data:
-        cases: Iterator[PreprocessedCase] = _dataset_cases(Path(args.data), model, args.cases)
-    else:
-        cases = synthetic_cases(args.cases, tuple(args.shape), in_channels=model.card.in_channels, seed=args.seed)
+    cases = load_cost_cases(args, model)
     result = measure_scoring_cost(model, cases, infer_cfg, QueryConfig(), repeats=args.repeats)
     verdict = "meets" if result.meets_goal else "MISSES"
     print(
@@ -42,20 +34,31 @@ def _cost_scoring(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_cases(root: Path, model, limit: int) -> Iterator[PreprocessedCase]:  # noqa: ANN001
-    from assft_core.data.importers import import_dataset
-    from assft_core.data.preprocess import preprocess_case
+def _cost_report(args: argparse.Namespace) -> int:
+    """`--phase all | inference | train_step | umap | pages`: one JSON report of the asked phases."""
+    from assft_core.bench.cost_report import measure_phases, write_cost_report
 
-    manifest = import_dataset(root)
-    pool = [c for c in manifest.cases if c.split is Split.POOL][:limit]
-    if not pool:
-        raise DataError(f"{root}: no pool cases to measure on; check the dataset folder (and its cases.csv split).")
-    for record in pool:
-        yield preprocess_case(record, model.card.preprocess)
+    phases = MEASURED_PHASES if args.phase == "all" else (args.phase,)
+    report = measure_phases(args, phases)
+    for name, cost in report["phases"].items():
+        ratio = f", {cost['ratio_to_inference']:.2f}× plain inference" if cost.get("ratio_to_inference") else ""
+        memory = "n/a" if cost["peak_mib"] is None else f"{cost['peak_mib']:.0f} MiB"
+        print(f"{name:<11} {cost['median_s']:.3f} s per {cost['unit']}{ratio}; peak memory +{memory}")
+    for name, reason in report["skipped"].items():
+        print(f"{name:<11} skipped: {reason}")
+    if args.out:
+        print(f"written: {write_cost_report(report, Path(args.out))}")
+    return 0
 
 
-# phase name -> handler(args) returning an exit code; add a phase here.
-COST_PHASES: dict[str, Callable[[argparse.Namespace], int]] = {"scoring": _cost_scoring}
+# Phases measured by `--phase all`, in this order (inference first: the unit of every ratio).
+MEASURED_PHASES = ("inference", "scoring", "train_step", "umap", "pages")
+# phase name -> handler(args) returning an exit code; add a phase here. `scoring` alone keeps
+# its own report (the ≤ 1.3× goal check); any other choice writes the multi-phase report.
+COST_PHASES: dict[str, Callable[[argparse.Namespace], int]] = {
+    "scoring": _cost_scoring,
+    **{name: _cost_report for name in ("all", "inference", "train_step", "umap", "pages")},
+}
 
 
 def _run_cost(args: argparse.Namespace) -> int:
@@ -67,11 +70,12 @@ def _run_cost(args: argparse.Namespace) -> int:
 def _add_cost(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cost",
-        help="time a phase against plain inference (scoring: goal ≤ 1.3×)",
-        description="Median per-case time of a phase against plain sliding-window inference of the same model "
-        "over the same cases. Without --model/--data: a tiny random-weights UNet and synthetic volumes.",
+        help="time and memory of each phase against plain inference (scoring goal ≤ 1.3×)",
+        description="Median time and peak memory of plain inference, the scoring pass, a fine-tuning step, UMAP "
+        "and the dashboard's page loads; ratios to plain inference of the same model over the same cases. "
+        "Without --model/--data: a tiny random-weights UNet and synthetic volumes.",
     )
-    p.add_argument("--phase", choices=sorted(COST_PHASES), default="scoring", help="which phase to time")
+    p.add_argument("--phase", choices=sorted(COST_PHASES), default="scoring", help="which phase(s) to measure")
     p.add_argument("--model", metavar="DIR", help="model folder (holding model_card.json); default: tiny random UNet")
     p.add_argument("--data", metavar="DIR", help="dataset folder; default: synthetic volumes")
     p.add_argument("--cases", type=_positive, default=4, help="number of cases (default 4)")
@@ -81,13 +85,57 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-tta", type=_positive, default=1, help="flip TTA passes (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and cases")
+    p.add_argument("--steps", type=_positive, default=5, help="train_step: timed optimiser steps (default 5)")
+    p.add_argument("--batch-size", type=_positive, default=2, help="train_step: patches per step (default 2)")
+    p.add_argument("--patch", type=_positive, nargs=3, metavar=("D", "H", "W"),
+                   help="train_step: patch size (default: the model's ROI, capped by the case size)")
+    p.add_argument("--umap-points", type=_positive, default=200, help="umap: embedded cases (default 200)")
+    p.add_argument("--umap-dim", type=_positive, default=128, help="umap: embedding size (default 128)")
+    p.add_argument("--project", metavar="DIR", help="pages: a scored project whose pages are loaded")
+    p.add_argument("--page-repeats", type=_positive, default=2, help="pages: loads per page (default 2)")
     p.add_argument("--out", metavar="FILE", help="write the result as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_run_cost)
 
 
+def _run_strategies(args: argparse.Namespace) -> int:
+    from assft_core.bench.strategy_cli import run_from_args
+
+    return run_from_args(args)
+
+
+def _add_strategies(sub: argparse._SubParsersAction) -> None:
+    from assft_core.bench.config import PRESETS
+
+    p = sub.add_parser(
+        "strategies",
+        help="label efficiency of query strategies through the real loop with the oracle (resumable)",
+        description="Runs every strategy through the headless loop with the ground-truth oracle on the same splits "
+        "and training, over several seeds (each drawing 80% of the pool), plus the full-supervision ceiling and "
+        "the f_0 floor. Writes <out>/strategies.json (+ .csv, _summary.csv, _curves.html/.png). Presets: "
+        + "; ".join(f"{name}: {len(c.strategies)} strategies × {len(c.seeds)} seeds × {len(c.pools)} pool(s), "
+                     f"{c.rounds} rounds × {c.budget}" for name, c in PRESETS.items()),
+    )
+    p.add_argument("--config", choices=sorted(PRESETS), default="default", help="preset (default: default)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: bench-<config>)")
+    p.add_argument("--resume", action="store_true", help="continue the benchmark in --out, skipping finished runs")
+    p.add_argument("--ssft", action="store_true", help="add the SSFT ablation over the five modes at strategy assft")
+    p.add_argument("--strategies", nargs="+", metavar="NAME", help="override the preset's strategies")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="override the preset's seeds")
+    p.add_argument("--pools", nargs="+", choices=["balanced", "unbalanced"], help="override the preset's pools")
+    p.add_argument("--dataset", action="append", default=[], metavar="POOL=DIR",
+                   help="nnU-Net v2 dataset of a pool (default: the demo corpus, built into <out>/corpus/<pool>)")
+    p.add_argument("--model", metavar="DIR", help="f_0's model folder (default: the shipped demo model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
+    p.add_argument("--max-units", type=_non_negative, metavar="N",
+                   help="compute at most N runs/ceilings now, then write partial results (continue with --resume; "
+                   "0 only rebuilds the result files)")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG export of the figures")
+    p.set_defaults(func=_run_strategies)
+
+
 # Benchmarks of the `bench` group; add a benchmark here.
-BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_cost,)
+BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_cost, _add_strategies)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,6 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for add in BENCH_COMMANDS:
         add(sub)
     bench.set_defaults(func=lambda _args: bench.print_help() or 2)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -47,6 +47,7 @@ JOB_MODULES_ENV = "ASSFT_JOB_MODULES"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step_"
 LOG_NAME = "job.log"
+TRAINER_CHECKPOINT = "checkpoint.pt"  # assft_core.train.checkpoint.CHECKPOINT_NAME (not imported: no torch here)
 
 
 class JobStatus(str, enum.Enum):
@@ -482,10 +483,13 @@ def resume_job(project: Project, job_id: int, *, launch: bool = True) -> JobInfo
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the highest step in `run_dir/checkpoints/` (temporary files ignored)."""
+    """The checkpoint with the highest step in `run_dir/checkpoints/` (temporary files ignored);
+    without one, the newest trainer checkpoint (`checkpoint.pt`) in a phase folder of `run_dir`
+    (training jobs resume each phase from its own folder)."""
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
-        return None
+        trainer = [p for p in run_dir.glob(f"**/{TRAINER_CHECKPOINT}") if p.is_file()]
+        return max(trainer, key=lambda p: p.stat().st_mtime) if trainer else None
     steps: list[tuple[int, Path]] = []
     for path in folder.glob(f"{CHECKPOINT_PREFIX}*"):
         digits = path.name[len(CHECKPOINT_PREFIX) :].split(".", 1)[0]

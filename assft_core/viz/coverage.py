@@ -1,8 +1,9 @@
 """DKD coverage: how well the labelled (+ proposed) cases cover the pool in embedding space.
 
 The distance used is DKD's diversity distance (ASSFT, METHOD.md §1):
-`DIV(x | S) = min_{y ∈ S} (1 − cos(z(x), z(y)))`. Low everywhere = the labelled set covers the
-pool; a far cluster = a kind of scan no expert has labelled yet.
+`DIV(x | S) = min_{y ∈ S} (1 − cos(z(x), z(y)))`, computed by the query engine's own
+`cosine_distance_to_set`, so the map shows exactly what the strategies rank by. Low everywhere =
+the labelled set covers the pool; a far cluster = a kind of scan no expert has labelled yet.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from assft_core.query.metrics import cosine_distance_to_set
 from assft_core.viz.embedding import LEGEND_BELOW, STATUS_COLOURS, STATUS_SYMBOLS
 
 
@@ -51,8 +53,7 @@ def distance_to_labelled(z: np.ndarray, labelled_idx: Sequence[int] | np.ndarray
     labelled = _check_indices(labelled_idx, unit.shape[0], "labelled")
     if labelled.size == 0:
         return np.full(unit.shape[0], np.nan)
-    distance = 1.0 - unit @ unit[labelled].T  # (N, |L|)
-    return np.clip(distance.min(axis=1), 0.0, 2.0)  # clip float error at the ends
+    return cosine_distance_to_set(unit, unit[labelled])[0]
 
 
 def coverage_curve(
@@ -91,15 +92,14 @@ def coverage_curve(
         raise ValueError("coverage_curve: the pool is empty")
     nearest = np.full(pool.size, np.inf)
     if labelled.size:
-        nearest = np.min(1.0 - unit[pool] @ unit[labelled].T, axis=1)
+        nearest = cosine_distance_to_set(unit[pool], unit[labelled])[0]
     means, maxes = [], []
     for p in range(picks.size + 1):
         if p > 0:  # incremental update: O(|pool|) per pick instead of recomputing all of S
-            nearest = np.minimum(nearest, 1.0 - unit[pool] @ unit[picks[p - 1]])
+            nearest = np.minimum(nearest, cosine_distance_to_set(unit[pool], unit[picks[p - 1 : p]])[0])
         finite = np.isfinite(nearest).all()
-        clipped = np.clip(nearest, 0.0, 2.0)
-        means.append(clipped.mean() if finite else np.nan)
-        maxes.append(clipped.max() if finite else np.nan)
+        means.append(nearest.mean() if finite else np.nan)
+        maxes.append(nearest.max() if finite else np.nan)
     return {"n_picks": np.arange(picks.size + 1), "mean": np.asarray(means), "max": np.asarray(maxes)}
 
 

@@ -1,0 +1,88 @@
+"""Glue of the Compare page: where benchmark result files are found, reading uploads, and the
+mean ± sd tables (strategies × labelled counts per pool, with ceiling and floor rows).
+
+No Streamlit here: the page places what these functions return, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from assft_core.bench.schema import BenchmarkResult, load_results
+from assft_core.errors import DataError
+from assft_core.session.paths import sanitize_filename
+
+ROOT = Path(__file__).resolve().parent.parent
+# Folders searched for result files, besides a project's `artifacts/benchmarks/`.
+REPO_RESULTS = ROOT / "benchmarks"
+PROJECT_RESULTS = ("artifacts", "benchmarks")
+
+
+def result_files(folders: Iterable[Path]) -> list[Path]:
+    """Every `*.json` under the given folders (recursively, missing folders skipped), sorted, unique."""
+    found: set[Path] = set()
+    for folder in folders:
+        if Path(folder).is_dir():
+            found.update(p.resolve() for p in Path(folder).rglob("*.json") if p.is_file())
+    return sorted(found)
+
+
+def load_upload(name: str, data: bytes) -> BenchmarkResult:
+    """Validate and read an uploaded result file (the upload is written to a private temp folder).
+
+    Args:
+        name: the uploaded file's name (named in error messages).
+        data: its bytes.
+
+    Raises:
+        DataError: naming the upload when it is not a valid result file (with the schema problems).
+    """
+    with tempfile.TemporaryDirectory(prefix="assft-upload-") as tmp:
+        path = Path(tmp) / sanitize_filename(name)
+        path.write_bytes(data)
+        try:
+            return load_results(path)
+        except DataError as exc:
+            raise DataError(str(exc).replace(str(path), f"uploaded file {name}")) from None
+
+
+def mean_sd(mean: float, sd: float, n: int) -> str:
+    """"0.604 ± 0.010 (3)" — mean ± sample sd over n seeds ("± n/a" with one seed)."""
+    spread = f"{sd:.3f}" if isinstance(sd, float) and math.isfinite(sd) else "n/a"
+    return f"{mean:.3f} ± {spread} ({n})"
+
+
+def budget_table(summary: pd.DataFrame, references: pd.DataFrame, pool: str) -> pd.DataFrame:
+    """Mean Dice ± sd over seeds of one pool: one row per strategy (then ceiling, floor), one
+    column per labelled-case count (METHOD.md §5: strategies compared at equal budgets).
+
+    Args:
+        summary: `assft_core.bench.schema.summarise` output.
+        references: `summarise_references` output.
+        pool: "balanced" or "unbalanced".
+
+    Returns:
+        Cells "mean ± sd (seeds)", "" where a strategy has no result at that count; the reference
+        rows put their value in a "reference" column with their labelled count.
+    """
+    part = summary[summary["pool"] == pool]
+    table = pd.DataFrame(
+        {
+            str(count): {
+                row.strategy: mean_sd(row.dice_mean, row.dice_sd, int(row.n_seeds))
+                for row in part[part["labelled_count"] == count].itertuples()
+            }
+            for count in sorted(part["labelled_count"].unique())
+        }
+    )
+    table.columns = [f"{c} labelled" for c in table.columns]
+    refs = references[references["pool"] == pool]
+    for row in refs.itertuples():
+        table.loc[row.kind, "reference"] = f"{mean_sd(row.dice_mean, row.dice_sd, int(row.n_seeds))} at {row.labelled_count:g} labelled"
+    table.index.name = "strategy"
+    return table.fillna("")

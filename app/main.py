@@ -1,0 +1,65 @@
+"""ASSFT Studio dashboard: `streamlit run app/main.py -- --project DIR`.
+
+The entry script only chooses the project (see `app.ui`) and the pages; each page in `pages/` is a
+thin view over `assft_core`. A page appears when its file exists, so adding one is one entry in
+`PAGES`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the repository, on the path
+    sys.path.insert(0, str(ROOT))
+
+import os  # noqa: E402
+
+import streamlit as st  # noqa: E402
+
+from app.jobs_widget import jobs_sidebar  # noqa: E402
+from app.ui import PROJECT_KEY, project_arg  # noqa: E402
+from assft_core.errors import AssftError  # noqa: E402
+from assft_core.session.project import open_project  # noqa: E402
+
+# (file under pages/, title, icon): the working loop first, then the views that explain it.
+PAGES: tuple[tuple[str, str, str], ...] = (
+    ("project.py", "Project", ":material/folder_open:"),
+    ("query.py", "Query", ":material/manage_search:"),
+    ("labels.py", "Labels", ":material/label:"),
+    ("finetune.py", "Fine-tune", ":material/model_training:"),
+    ("embedding.py", "Embedding", ":material/scatter_plot:"),
+    ("viewer.py", "Viewer", ":material/view_in_ar:"),
+    ("compare.py", "Compare", ":material/leaderboard:"),
+)
+
+
+def available_pages(pages_dir: Path = ROOT / "pages") -> list[tuple[Path, str, str]]:
+    """The `PAGES` entries whose file exists, as (absolute path, title, icon), in `PAGES` order."""
+    return [(pages_dir / name, title, icon) for name, title, icon in PAGES if (pages_dir / name).is_file()]
+
+
+def main() -> None:
+    """Set up the page, the project chooser and background jobs in the sidebar, and run the selected page."""
+    st.set_page_config(page_title="ASSFT Studio", page_icon=":material/neurology:", layout="wide")
+    if PROJECT_KEY not in st.session_state:
+        st.session_state[PROJECT_KEY] = project_arg(sys.argv[1:], os.environ) or ""
+    with st.sidebar:
+        st.text_input(
+            "Project folder",
+            key=PROJECT_KEY,
+            help="The folder made by `assft init` (or `assft demo project`). Also: `--project DIR` or $ASSFT_PROJECT.",
+        )
+        folder = st.session_state[PROJECT_KEY]
+        if folder:
+            try:
+                jobs_sidebar(open_project(folder))
+            except AssftError:
+                pass  # a missing or invalid folder is explained on the page itself
+    pages = [st.Page(str(path), title=title, icon=icon) for path, title, icon in available_pages()]
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":  # Streamlit runs the script as __main__; importing it (tests) runs nothing
+    main()

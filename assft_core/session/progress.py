@@ -1,0 +1,91 @@
+"""Progress of a round's long work: the sink it reports to and the per-step log the dashboard draws.
+
+A job handler reports through a `ProgressSink` (a `JobContext` is one: progress and heartbeat in
+the store, the stop flag from `assft job cancel`). Training steps also go, one JSON object a line,
+to `progress.jsonl` in the job's folder, from which the dashboard draws the live loss curve and
+which survives a page reload or a resumed job.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from assft_core.train.checkpoint import atomic_write
+
+PROGRESS_FILE = "progress.jsonl"
+
+
+class ProgressSink(Protocol):
+    """Where a round's work reports (satisfied by `assft_core.session.jobs.JobContext`)."""
+
+    def progress(self, fraction: float, message: str = "", **metrics: Any) -> None:
+        """Record the fraction done in [0, 1], a message and metrics (merged)."""
+        ...
+
+    def should_stop(self) -> bool:
+        """True once a cancel was asked for: save what is needed and return soon."""
+        ...
+
+
+class StepLog:
+    """The per-step training log `progress.jsonl` of one job folder.
+
+    Each line is a `ProgressEvent.to_dict()` (phase, step, loss, lr, ETA ...). A resumed phase
+    repeats the steps after its last checkpoint: the first repeated step drops the logged events
+    it replaces, so the file always reads as one run.
+
+    Args:
+        run_dir: the job's folder.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.events: list[dict[str, Any]] = []
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+
+    def append(self, event: Mapping[str, Any]) -> None:
+        """Log one step's event (dict with at least "phase" and "step")."""
+        stale = [
+            i for i, e in enumerate(self.events)
+            if e.get("phase") == event["phase"] and int(e.get("step", 0)) >= int(event["step"])
+        ]
+        if stale:  # a resumed phase: drop the replaced steps and anything logged after them
+            self.events = self.events[: stale[0]]
+            self.events.append(dict(event))
+            text = "".join(json.dumps(e) + "\n" for e in self.events)
+            atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            return
+        self.events.append(dict(event))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(event)) + "\n")
+
+
+class Echo:
+    """Prints progress messages for people (terminal or `job.log`), at most one per `every_s`.
+
+    Args:
+        every_s: least seconds between two printed lines (the last line of a phase always prints).
+        write: where lines go (default: stdout, flushed).
+    """
+
+    def __init__(self, every_s: float = 5.0, write: Callable[[str], None] | None = None) -> None:
+        self.every_s = every_s
+        self.write = write or (lambda line: print(line, file=sys.stdout, flush=True))
+        self._last = 0.0
+
+    def __call__(self, message: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every_s:
+            self._last = now
+            self.write(message)

@@ -1,0 +1,193 @@
+"""Where a project's models, caches and scores live, and how the round engine loads them.
+
+Layout under `artifacts/` (every file written temp-then-rename by the module that writes it):
+
+    model/resolved/        f_0's card with its files resolved (projects made from a card file)
+    cache/preprocessed/    preprocessed cases, keyed by file bytes + preprocessing settings
+    scores/<tag>-<key>/    one ScoreTable per model (f0, round1, ...), keyed by the model's bytes
+    rounds/round-NNN/      the query table the strategies read in round NNN
+    models/round-NNN/      f_{t+1}, the model fine-tuned in round t = NNN (checkpoint + card)
+    evaluations/           f_0's test-set evaluation (round 0 of the protocol, METHOD.md §5)
+
+f_0 is the project's model as imported; f_t, the model used in round t, is the checkpoint of the
+latest earlier round that trained one (ASSFT, METHOD.md §0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assft_core.config import InferenceConfig, PreprocessConfig
+from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.errors import ModelError, StateError
+from assft_core.models.card import CARD_FILE, ModelCard
+from assft_core.session import rounds
+from assft_core.session.jobs import JobCancelled
+from assft_core.session.project import CaseInfo, Project
+
+PREPROCESS_CACHE = ("cache", "preprocessed")
+SCORES_DIR = "scores"
+ROUNDS_DIR = "rounds"
+MODELS_DIR = "models"
+EVALUATIONS_DIR = "evaluations"
+BASE_TAG = "f0"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model of the project: its tag and the folder (or card file) it loads from.
+
+    Attributes:
+        tag: "f0" for the imported model, "round<t>" for f_t (trained in round t − 1).
+        path: model folder holding `model_card.json`, or a card file.
+    """
+
+    tag: str
+    path: Path
+
+
+def base_model(project: Project) -> ModelRef:
+    """f_0: the model the project was created with.
+
+    A project made from a card file (`--model-config FILE`) keeps a frozen copy of the card; the
+    files it names relative to itself are resolved against the user's original folder and the
+    resolved card is written to `artifacts/model/resolved/`.
+
+    Raises:
+        ModelError: when the project records no model or its card is unreadable.
+    """
+    info = project.model
+    if not info.get("path"):
+        raise ModelError(f"{project.folder}: the project records no model; recreate it with `assft init --model DIR`.")
+    if info.get("kind") == "dir":
+        return ModelRef(BASE_TAG, Path(info["path"]))
+    frozen = project.resolve(info["copy"]) if info.get("copy") else Path(info["path"])
+    card = ModelCard.load(frozen)
+    origin = Path(info["path"]).parent
+    resolved = dataclasses.replace(
+        card,
+        checkpoint=str(card.resolve(origin, card.checkpoint)),
+        source_stats=str(card.resolve(origin, card.source_stats)) if card.source_stats else None,
+    )
+    target = project.artifact_path("model", "resolved")
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / CARD_FILE).is_file() or ModelCard.load(target) != resolved:
+        resolved.save(target / CARD_FILE)
+    return ModelRef(BASE_TAG, target)
+
+
+def model_for_round(project: Project, round_idx: int) -> ModelRef:
+    """f_t for round t: the model trained in the latest round before t, else f_0."""
+    trained = [r for r in rounds.list_rounds(project) if r.idx < round_idx and r.checkpoint]
+    if not trained:
+        return base_model(project)
+    last = trained[-1]
+    return ModelRef(f"round{last.idx + 1}", project.resolve(last.checkpoint))
+
+
+def round_model_dir(project: Project, round_idx: int) -> Path:
+    """Where f_{t+1}, the model fine-tuned in round t, is saved."""
+    return project.artifact_path(MODELS_DIR, f"round-{round_idx:03d}")
+
+
+def round_dir(project: Project, round_idx: int) -> Path:
+    """The folder of round t's query table and other per-round files."""
+    return project.artifact_path(ROUNDS_DIR, f"round-{round_idx:03d}")
+
+
+def model_key(ref: ModelRef) -> str:
+    """SHA-256 over a model's card and the bytes of its checkpoint and source-statistics file.
+
+    The cache key of its scores: a changed checkpoint or card never reuses stale scores.
+
+    Raises:
+        ModelError: when the card or a file it names is missing.
+    """
+    folder = ref.path if ref.path.is_dir() else ref.path.parent
+    card = ModelCard.load(ref.path)
+    digest = hashlib.sha256(repr(sorted(card.to_json_dict().items())).encode())
+    for name in (card.checkpoint, card.source_stats):
+        if not name:
+            continue
+        path = card.resolve(folder, name)
+        if not path.is_file():
+            raise ModelError(f"{path}: file named by the model card {ref.path} is missing; restore it or fix the card.")
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def preprocess_settings(project: Project) -> PreprocessConfig:
+    """The preprocessing every case gets: f_0's (the grid and normalisation the network knows)."""
+    return ModelCard.load(base_model(project).path).preprocess
+
+
+def inference_settings(project: Project, card: ModelCard, device: str) -> InferenceConfig:
+    """The project's sliding-window settings with the card's ROI and the given device."""
+    return dataclasses.replace(project.config.inference, roi_size=tuple(card.roi_size), device=device)
+
+
+def preprocess_cache(project: Project) -> Path:
+    """The folder of cached preprocessed cases."""
+    return project.artifact_path(*PREPROCESS_CACHE)
+
+
+def case_record(case: CaseInfo, label: Path | None = None) -> CaseRecord:
+    """The data layer's record of a stored case, with `label` (None: image only)."""
+    return CaseRecord(case.case_id, tuple(case.image_paths), label, case.site, case.split)
+
+
+class CaseStream:
+    """Preprocessed cases made one at a time as they are iterated (memory stays flat).
+
+    Args:
+        records: the cases, in order.
+        cfg: preprocessing settings.
+        cache_dir: preprocessing cache folder (None: no cache).
+        should_stop: polled before each case; True raises `JobCancelled`.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[CaseRecord],
+        cfg: PreprocessConfig,
+        cache_dir: Path | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.records = list(records)
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        self.should_stop = should_stop
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[PreprocessedCase]:
+        from assft_core.data.preprocess import preprocess_case
+
+        for record in self.records:
+            if self.should_stop is not None and self.should_stop():
+                raise JobCancelled()
+            yield preprocess_case(record, self.cfg, cache_dir=self.cache_dir)
+
+
+def check_job_round(project: Project, params: Mapping[str, Any]) -> None:
+    """Refuse a job whose "round" parameter is not the current round (the project moved on).
+
+    Raises:
+        StateError: naming both rounds.
+    """
+    wanted = params.get("round")
+    if wanted is None:
+        return
+    current = rounds.current_round(project).idx
+    if int(wanted) != current:
+        raise StateError(
+            f"this job was made for round {wanted}, but the project is in round {current}; start a new job."
+        )

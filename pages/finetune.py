@@ -1,0 +1,156 @@
+"""Fine-tune page: steps, SSFT mode and device; the training job with a live progress bar and loss
+curve read from the store (they survive a reload); cancel / resume; result metrics with the
+unlabelled cases SSFT admitted; then evaluation and the next round (ASSFT, METHOD.md §4–§5)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.jobs_widget import is_active, job_panel, start_job
+from app.presenters import fmt_number, format_seconds, read_progress_events
+from app.ui import flash, guard, require_project, round_banner
+from assft_core.config import SSFTMode
+from assft_core.models.inference import resolve_device
+from assft_core.session import jobs, rounds
+from assft_core.session.evaluation import BIASED_NOTE, ON_TEST
+from assft_core.session.jobs import JobInfo
+from assft_core.session.project import Project
+from assft_core.session.rounds import RoundInfo, RoundState
+from assft_core.viz.curves import loss_curve_figure
+
+SSFT_WORDS = {
+    SSFTMode.SELECTIVE: "selective: add the unlabelled cases whose pseudo-labels look reliable "
+    "(top ρ by confidence × closeness to the labelled cases)",
+    SSFTMode.NONE: "none: supervised fine-tuning on the labelled cases only",
+    SSFTMode.ALL: "all: every unlabelled case with its pseudo-label (naive self-training; ablation)",
+    SSFTMode.CONFIDENCE_ONLY: "confidence only: reliability from confidence alone (ablation)",
+    SSFTMode.DISTANCE_ONLY: "distance only: reliability from closeness to the labelled cases alone (ablation)",
+}
+LOSS_KEYS = ("step", "loss", "lr")
+SHOWN_METRICS = {"mean_dice", "evaluated_on", "final_loss", "labelled", "unlabelled", "admitted", "ssft_mode",
+                 "ssft_warnings", "ssft_cases", "wall_s", "stopped"}
+BEFORE_LABELLED = (RoundState.OPEN, RoundState.SCORED, RoundState.PROPOSED, RoundState.APPROVED)
+
+
+def device_line(project: Project) -> None:
+    """Which device the training job will use (CUDA when present, else CPU)."""
+    with guard("resolve the training device"):
+        device = resolve_device(project.config.train.device)
+        if device.type == "cuda":
+            import torch
+
+            st.success(f"Device: CUDA ({torch.cuda.get_device_name(device)})")
+        else:
+            st.info("Device: CPU (no CUDA GPU here). A round of a few hundred steps takes minutes.")
+
+
+def launch_form(project: Project, info: RoundInfo) -> None:
+    """Steps and SSFT mode, then the launch button (only once the round is labelled; before, what to do)."""
+    if info.state is not RoundState.LABELLED:
+        if info.state in BEFORE_LABELLED:
+            st.warning(
+                f"Label the approved cases first (round {info.idx} is '{info.state.value}'): fine-tuning starts "
+                "once every approved pick has a label."
+            )
+        return
+    cfg = project.config.ssft
+    c1, c2, c3 = st.columns([1, 1, 2])
+    sup = c1.number_input("Supervised steps (S)", min_value=1, value=cfg.supervised_steps, step=10, key="ft-sup")
+    uns = c2.number_input("SSFT steps (S_u)", min_value=0, value=cfg.ssft_steps, step=10, key="ft-ssft")
+    modes = list(SSFTMode)
+    mode = c3.selectbox("SSFT mode", modes, index=modes.index(cfg.mode), format_func=lambda m: SSFT_WORDS[m],
+                        key="ft-mode")
+    if st.button("Fine-tune", key="train", type="primary", disabled=is_active(project, "train"),
+                 help="Runs in the background; you can close the tab."):
+        params = {
+            "round": info.idx,
+            "supervised_steps": int(sup),
+            "ssft_steps": int(uns),
+            "ssft_mode": SSFTMode(mode).value,
+            "device": project.config.train.device,
+        }
+        with guard("start fine-tuning"):
+            start_job(project, "train", params)
+            st.rerun()
+
+
+def loss_curve(job: JobInfo) -> None:
+    """The job's loss curve from its progress file (drawn on every refresh of the job panel)."""
+    events = [e for e in read_progress_events(job.run_dir) if all(k in e for k in LOSS_KEYS)]
+    if events:
+        st.plotly_chart(loss_curve_figure(events), key=f"loss-{job.id}")
+    elif job.status in jobs.ACTIVE:
+        st.caption("The loss curve appears after the first training step.")
+
+
+def results(job: JobInfo) -> None:
+    """A finished train job's results: Dice, loss, SSFT admissions (which cases and why), timings.
+
+    The metrics are the train job's (`session.training_round.train_round`): "mean_dice",
+    "final_loss", "labelled", "unlabelled", "admitted", "ssft_warnings", "ssft_cases" (one row per
+    unlabelled case: c, s, r, admitted, reason ...), "wall_s" per phase; anything else is listed raw.
+    """
+    if job.status in jobs.ACTIVE or not job.metrics:
+        return
+    m = job.metrics
+    st.subheader(f"Results of train job #{job.id}")
+    if m.get("stopped"):
+        st.info("Stopped before the end: resume continues from the last checkpoint.")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Mean Dice", fmt_number(m.get("mean_dice")), help=f"evaluated on: {m.get('evaluated_on') or 'n/a'}")
+    c2.metric("Final loss", fmt_number(m.get("final_loss"), 4))
+    c3.metric("Labelled cases", m.get("labelled", "n/a"))
+    c4.metric("Admitted by SSFT", f"{m.get('admitted', 'n/a')} of {m.get('unlabelled', 'n/a')}",
+              help=f"SSFT mode: {m.get('ssft_mode') or 'n/a'}")
+    for warning in m.get("ssft_warnings") or []:
+        st.warning(warning)
+    st.markdown("**Which unlabelled cases SSFT admitted, and why**")
+    cases = pd.DataFrame(m.get("ssft_cases") or [])
+    if cases.empty:
+        st.caption("No SSFT selection in this job (mode 'none', or stopped before the selection).")
+    else:
+        order = [c for c in ("admitted", "reliability") if c in cases.columns]
+        st.dataframe(cases.sort_values(order, ascending=False) if order else cases, hide_index=True)
+    wall = m.get("wall_s") or {}
+    if wall:
+        st.caption("Wall time: " + " · ".join(f"{phase} {format_seconds(s)}" for phase, s in wall.items()))
+    rest = {k: v for k, v in m.items() if k not in SHOWN_METRICS}
+    if rest:
+        with st.expander("All other metrics"):
+            st.json(rest)
+
+
+def after_training(project: Project, info: RoundInfo) -> None:
+    """Evaluate the trained model, then open the next round."""
+    if info.state is RoundState.TRAINED and st.button(
+        "Evaluate on the test set", key="evaluate", type="primary", disabled=is_active(project, "evaluate")
+    ):
+        with guard("start the evaluation"):
+            start_job(project, "evaluate", {"round": info.idx})
+            st.rerun()
+    job_panel(project, "evaluate", match={"round": info.idx})
+    if info.state is RoundState.EVALUATED:
+        on_test = info.metrics.get("evaluated_on", ON_TEST) == ON_TEST
+        label = "Test mean Dice" if on_test else "Mean Dice on this round's new labels (biased)"
+        st.metric(f"{label} after round {info.idx}", fmt_number((info.metrics.get("overall") or {}).get("mean_dice")))
+        if not on_test:
+            st.caption(BIASED_NOTE)
+        if st.button(f"Start round {info.idx + 1}", key="next-round", type="primary"):
+            with guard("start the next round"):
+                new = rounds.start_next_round(project)
+                flash(f"Round {new.idx} opened: score the pool on the Query page.")
+                st.rerun()
+
+
+st.title("Fine-tune")
+project = require_project()
+info = round_banner(project)
+device_line(project)
+launch_form(project, info)
+job = job_panel(project, "train", extra=loss_curve, match={"round": info.idx})
+if job is not None:
+    results(job)
+if info.state in (RoundState.TRAINED, RoundState.EVALUATED):
+    st.divider()
+    after_training(project, info)

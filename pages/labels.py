@@ -1,0 +1,107 @@
+"""Labels page: an expert label (NIfTI upload) per approved case, validated against its image before
+anything is stored, or the oracle in demo mode; every case's label versions listed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import flash, guard, require_project, round_banner
+from assft_core.session import labels, rounds
+from assft_core.session.project import Project
+from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
+
+NIFTI_TYPES = ["nii", "gz"]  # .nii and .nii.gz; the engine's validation decides the rest
+
+
+def upload_form(project: Project, case_id: str, key: str, button: str) -> None:
+    """A file picker and a store button for one case's label; errors shown with their fix.
+
+    Nothing is stored unless `labels.label_upload` validates the file against the case's image
+    (shape, affine, classes).
+    """
+    uploaded = st.file_uploader(f"Label file for {case_id} (NIfTI, same grid as its image)", type=NIFTI_TYPES,
+                                key=f"file-{key}")
+    if st.button(button, key=f"store-{key}", disabled=uploaded is None):
+        with guard(f"store the label of {case_id}"):
+            version = labels.label_upload(project, case_id, uploaded.getvalue(), uploaded.name)
+            warnings = "".join(f"  \n{problem}" for problem in version.validation)
+            flash(f"{case_id}: label version {version.version} stored ({version.sha256[:12]}).{warnings}")
+            st.rerun()
+
+
+def approved_section(project: Project, info: RoundInfo) -> None:
+    """This round's approved picks: label status, the oracle button (demo) and an upload each."""
+    approved = [q.case_id for q in rounds.list_queries(project) if q.status is QueryStatus.APPROVED]
+    st.subheader(f"Approved cases of round {info.idx}")
+    if not approved:
+        st.warning("Approve picks first on the **Query** page: only approved picks of the current round take a label.")
+        return
+    current = labels.current_labels(project)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "case": c,
+                    "label": f"v{current[c].version} ({current[c].source})" if c in current else "missing",
+                }
+                for c in approved
+            ]
+        ),
+        hide_index=True,
+    )
+    missing = [c for c in approved if c not in current]
+    if not missing:
+        st.success("Every approved case has a label: fine-tune on the **Fine-tune** page.")
+        return
+    if info.state is not RoundState.APPROVED:
+        return
+    if project.oracle and st.button(
+        f"Label {len(missing)} case(s) with the oracle (demo)",
+        type="primary",
+        help="Demo / benchmark mode: the dataset's reference labels, marked 'oracle' everywhere.",
+    ):
+        with guard("label with the oracle"):
+            done = labels.label_with_oracle(project)
+            flash(f"Oracle labels stored for {', '.join(v.case_id for v in done)}.")
+            st.rerun()
+    for case_id in missing:
+        with st.container(border=True):
+            upload_form(project, case_id, f"{info.idx}-{case_id}", "Validate and store")
+
+
+def versions_section(project: Project) -> None:
+    """Every label version of a chosen labelled case, and an upload for a corrected version."""
+    st.subheader("Label versions")
+    current = labels.current_labels(project)
+    if not current:
+        st.info("No case is labelled yet.")
+        return
+    case_id = st.selectbox("Case", sorted(current), key="versions-case")
+    rows = [
+        {
+            "version": v.version,
+            "source": v.source,
+            "file name": v.original_name,
+            "sha256": v.sha256[:12],
+            "round": v.round,
+            "stored": dt.datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M"),
+            "warnings": len(v.validation),
+        }
+        for v in labels.label_versions(project, case_id)
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    with st.expander(f"Upload a corrected label for {case_id} (older versions are kept)"):
+        upload_form(project, case_id, f"fix-{case_id}", "Validate and store as a new version")
+
+
+st.title("Labels")
+project = require_project()
+info = round_banner(project)
+left, right = st.columns(2, gap="large")
+with left:
+    approved_section(project, info)
+with right:
+    versions_section(project)

@@ -1,0 +1,73 @@
+"""Compare page: benchmark results found or uploaded, validated, and tabulated as mean ± sd over
+seeds (checked against the fixture's raw records), with ceiling and floor rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+import app.bench_views as bench_views
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bench_result.json"
+
+
+@pytest.fixture(autouse=True)
+def _no_repo_results(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Results committed to the repository's benchmarks/ must not leak into these tests."""
+    monkeypatch.setattr(bench_views, "REPO_RESULTS", tmp_path / "no-repo-results")
+
+
+def _cell(pool: str, strategy: str, labelled: int) -> str:
+    """The expected table cell, from the fixture's raw records (statistics' sample sd)."""
+    raw = json.loads(FIXTURE.read_text())
+    dice = [r["mean_dice"] for r in raw["records"]
+            if (r["pool"], r["strategy"], r["labelled_count"]) == (pool, strategy, labelled)]
+    return f"{statistics.mean(dice):.3f} ± {statistics.stdev(dice):.3f} ({len(dice)})"
+
+
+def test_without_results_the_page_says_how_to_get_them(run_page) -> None:
+    at = run_page("compare", None)
+    assert not at.exception
+    assert "No benchmark result chosen" in at.info[0].value
+    assert not at.get("plotly_chart")
+
+
+def test_project_results_are_found_and_tabulated(run_page, oracle_project) -> None:
+    target = oracle_project.artifact_path("benchmarks", "run1")
+    target.mkdir(parents=True)
+    shutil.copy(FIXTURE, target / "result.json")
+    at = run_page("compare", oracle_project.folder)
+    assert not at.exception, at.exception
+    assert at.multiselect(key="compare-files").value == [(target / "result.json").resolve()]
+    assert "FIXTURE: made-up values" in at.warning[0].value  # the file's note is never hidden
+    assert [t.label for t in at.tabs] == ["balanced pool", "unbalanced pool"]
+    balanced, unbalanced = at.dataframe[0].value, at.dataframe[1].value
+    assert balanced.loc["random", "2 labelled"] == _cell("balanced", "random", 2)
+    assert unbalanced.loc["assft", "6 labelled"] == _cell("unbalanced", "assft", 6)
+    assert balanced.loc["ceiling", "reference"].endswith("at 24 labelled")
+    assert balanced.loc["ceiling", "2 labelled"] == ""
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_uploads_are_validated_and_errors_name_the_file(run_page) -> None:
+    at = run_page("compare", None)
+    at.file_uploader(key="compare-upload").set_value(("broken.json", b'{"version": 1}', "application/json")).run()
+    assert not at.exception
+    assert "uploaded file broken.json" in at.error[0].value and "missing key(s)" in at.error[0].value
+    at.file_uploader(key="compare-upload").set_value(("result.json", FIXTURE.read_bytes(), "application/json")).run()
+    assert not at.exception and not at.error
+    assert at.dataframe[0].value.loc["coreset", "4 labelled"] == _cell("balanced", "coreset", 4)
+
+
+def test_a_pool_missing_from_the_results_is_flagged(run_page) -> None:
+    raw = json.loads(FIXTURE.read_text())
+    raw["records"] = [r for r in raw["records"] if r["pool"] == "unbalanced"]
+    raw["references"] = [r for r in raw["references"] if r["pool"] == "unbalanced"]
+    at = run_page("compare", None)
+    at.file_uploader(key="compare-upload").set_value(("one.json", json.dumps(raw).encode(), "application/json")).run()
+    assert "No results for the balanced pool" in at.warning[-1].value
+    assert [t.label for t in at.tabs] == ["unbalanced pool"]

@@ -1,0 +1,94 @@
+"""Labels page: uploads validated before anything is stored, the oracle in demo mode, versions."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from app_factories import AFFINE, blob_label, store_scores
+
+from assft_core.session import labels, rounds
+from assft_core.session.query import propose_round
+from assft_core.session.rounds import RoundState
+
+
+def _approve_one(project) -> str:
+    """Propose 2 picks, approve the first, reject the second: round `approved`, one case to label."""
+    store_scores(project)
+    first, second = (q.case_id for q in propose_round(project, "assft", 2))
+    rounds.approve(project, [first])
+    rounds.reject(project, second)
+    assert rounds.current_round(project).state is RoundState.APPROVED
+    return first
+
+
+def _nifti_bytes(data: np.ndarray, affine: np.ndarray = AFFINE) -> bytes:
+    """A .nii.gz file's bytes, made in memory."""
+    img = nib.Nifti1Image(data, affine)
+    return gzip.compress(img.to_bytes())
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"definitely not a NIfTI file", "was not stored"),
+        (_nifti_bytes(np.zeros((6, 6, 6), np.uint8)), "was not stored"),  # wrong grid: 6³ for an 8³ image
+    ],
+    ids=["garbage", "wrong-shape"],
+)
+def test_invalid_upload_stores_nothing_and_says_why(run_page, expert_project, content: bytes, expected: str) -> None:
+    case_id = _approve_one(expert_project)
+    before = labels.current_labels(expert_project)
+    at = run_page("labels", expert_project.folder)
+    at.file_uploader(key=f"file-0-{case_id}").set_value(("label.nii.gz", content, "application/gzip"))
+    at.run()
+    at.button(key=f"store-0-{case_id}").click().run()
+    assert not at.exception
+    assert expected in at.error[0].value and case_id in at.error[0].value
+    assert labels.current_labels(expert_project).keys() == before.keys()
+    assert _files_under(expert_project.artifact_path("labels", case_id)) == []
+    assert _files_under(expert_project.artifact_path("tmp")) == []  # the upload's temporary copy is gone
+    assert rounds.current_round(expert_project).state is RoundState.APPROVED
+
+
+def test_valid_upload_is_stored_as_version_one_and_listed(run_page, expert_project) -> None:
+    case_id = _approve_one(expert_project)
+    data = _nifti_bytes(blob_label(1))
+    at = run_page("labels", expert_project.folder)
+    at.file_uploader(key=f"file-0-{case_id}").set_value(("mine.nii.gz", data, "application/gzip"))
+    at.run()
+    at.button(key=f"store-0-{case_id}").click().run()
+    assert not at.exception and not at.error
+    (version,) = labels.label_versions(expert_project, case_id)
+    assert (version.version, version.source, version.original_name) == (1, "expert", "mine.nii.gz")
+    assert version.file.read_bytes() == data  # stored byte for byte
+    assert rounds.current_round(expert_project).state is RoundState.LABELLED
+    assert f"{case_id}: label version 1 stored" in at.success[0].value
+    at.selectbox(key="versions-case").set_value(case_id).run()
+    table = at.dataframe[-1].value
+    assert list(table["version"]) == [1] and list(table["source"]) == ["expert"]
+
+
+def test_oracle_button_labels_the_approved_cases_in_demo_mode(run_page, oracle_project) -> None:
+    case_id = _approve_one(oracle_project)
+    at = run_page("labels", oracle_project.folder)
+    oracle = [b for b in at.button if b.label.startswith("Label 1 case(s) with the oracle")]
+    assert len(oracle) == 1
+    oracle[0].click().run()
+    assert not at.exception
+    current = labels.current_labels(oracle_project)
+    assert list(current) == [case_id] and current[case_id].source == "oracle"
+    assert rounds.current_round(oracle_project).state is RoundState.LABELLED
+
+
+def test_expert_project_has_no_oracle_button(run_page, expert_project) -> None:
+    _approve_one(expert_project)
+    at = run_page("labels", expert_project.folder)
+    assert not [b for b in at.button if "oracle" in b.label]

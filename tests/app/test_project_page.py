@@ -1,0 +1,105 @@
+"""Project page: dataset counts and integrity findings, the model card, the round history."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from app_factories import AFFINE, drive_oracle_round, make_dataset, make_model_dir, store_scores, write_nifti
+
+from assft_core.config import ProjectConfig
+from assft_core.query.table import Availability
+from assft_core.session import jobs
+from assft_core.session.evaluation import baseline_path
+from assft_core.session.project import create_project
+from assft_core.session.workspace import base_model
+from assft_core.session.rounds import RoundState
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _values(array: list | dict) -> list:
+    """A plotly JSON array as a list (plotly writes numeric arrays as base64 with a dtype)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def test_dataset_counts_by_site_and_split(run_page, expert_project) -> None:
+    at = run_page("project", expert_project.folder)
+    assert not at.exception
+    m = _metrics(at)
+    # Pool p0..p3 (p0 came labelled), test t0, t1: counted by hand from the fixture.
+    assert (m["Labelled"], m["Unlabelled"], m["Test"], m["Unusable"], m["All"]) == ("1", "3", "2", "0", "6")
+    table = at.dataframe[0].value
+    assert table.loc["A"].tolist() == [1, 1, 1, 0, 3] and table.loc["B"].tolist() == [0, 2, 1, 0, 3]
+    assert "no problem found" in at.success[0].value
+
+
+def test_integrity_errors_are_listed_with_their_fix(run_page, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    write_nifti(data / "labelsTr" / "p3.nii.gz", np.zeros((6, 6, 6), np.uint8), AFFINE)  # wrong grid
+    project = create_project(tmp_path / "proj", data, make_model_dir(tmp_path / "model"), config=ProjectConfig())
+    at = run_page("project", project.folder)
+    assert not at.exception
+    assert _metrics(at)["Unusable"] == "1"
+    (error,) = at.error
+    assert error.value.startswith("**p3**") and "**Fix**" in error.value and "kept out of the loop" in error.value
+
+
+def test_model_card_and_source_knowledge_in_plain_words(run_page, oracle_project) -> None:
+    at = run_page("project", oracle_project.folder)
+    facts = dict(at.dataframe[-1].value.itertuples(index=False))
+    assert (facts["Backbone"], facts["Classes (K)"], facts["ROI (voxels)"], facts["Spacing (mm)"]) == (
+        "unet", "2: 0 = background, 1 = blob", "32 × 32 × 32", "2 × 2 × 2")
+    assert any("first scoring pass uses BatchNorm" in md.value for md in at.markdown)
+    store_scores(oracle_project, Availability(False, "none", True, True))
+    at = run_page("project", oracle_project.folder)
+    assert any("no source knowledge: DKD = diversity only" in md.value for md in at.markdown)
+    assert "KG ≡ 1" in at.warning[0].value
+
+
+def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, oracle_project) -> None:
+    drive_oracle_round(oracle_project, RoundState.EVALUATED)
+    baseline = {"overall": {"mean_dice": 0.3}, "per_site": {"A": {"mean_dice": 0.2}, "B": {"mean_dice": 0.4}},
+                "evaluated_on": "test"}
+    path = baseline_path(oracle_project, base_model(oracle_project))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline))
+    at = run_page("project", oracle_project.folder)
+    assert not at.exception
+    (chart,) = at.get("plotly_chart")
+    traces = {t["name"]: t for t in json.loads(chart.proto.spec)["data"]}
+    assert _values(traces["all sites"]["x"]) == [0, 1]
+    assert _values(traces["all sites"]["y"]) == [0.3, 0.6]
+    assert _values(traces["site A"]["y"]) == [0.2, 0.7] and _values(traces["site B"]["y"]) == [0.4, 0.5]
+    history = at.dataframe[-1].value
+    assert history.to_dict("records") == [
+        {"model": "f_0", "labelled": 0, "evaluated on": "test", "mean Dice": 0.3, "A": 0.2, "B": 0.4},
+        {"model": "f_1", "labelled": 2, "evaluated on": "test", "mean Dice": 0.6, "A": 0.7, "B": 0.5},
+    ]
+    assert not at.warning  # every point is a test-set result
+    assert not [b for b in at.button if b.key == "evaluate-baseline"]  # f_0 is evaluated already
+
+
+def test_f0_evaluation_button_queues_a_baseline_job(run_page, oracle_project, fake_jobs) -> None:
+    at = run_page("project", oracle_project.folder)
+    at.button(key="evaluate-baseline").click().run()
+    assert not at.exception
+    (job,) = jobs.list_jobs(oracle_project)
+    assert (job.kind, job.params, fake_jobs) == ("evaluate", {"baseline": True}, [job.id])
+    assert at.button(key="evaluate-baseline").disabled
+
+
+def test_a_missing_model_card_is_a_message(run_page, tmp_path: Path) -> None:
+    model = make_model_dir(tmp_path / "model")  # this test's own model folder: the shared one stays
+    project = create_project(tmp_path / "proj", make_dataset(tmp_path / "data"), model, config=ProjectConfig())
+    shutil.rmtree(model)
+    at = run_page("project", project.folder)
+    assert not at.exception
+    assert "Could not read the model card" in at.error[0].value

@@ -1,0 +1,195 @@
+"""`assft bench strategies`: a real tiny run writes schema-valid results; resume skips finished work."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from assft_core.bench.config import preset
+from assft_core.bench.plan import ReferenceSpec, RunSpec, plan_runs, pool_subset
+from assft_core.bench.runs import RUN_FILE, RunStore
+from assft_core.bench.schema import ReferenceRecord, RoundRecord, load_results, validate_result
+from assft_core.bench.strategies import run_strategy_benchmark
+from assft_core.cli import main
+from assft_core.config import SSFTMode
+from assft_core.errors import StateError
+
+FG_CLASSES = {"CSF", "grey_matter", "white_matter"}
+SITES = {"A", "B", "C", "D"}
+
+
+def _pool_ids(corpus: Path) -> list[str]:
+    with open(corpus / "cases.csv", newline="") as fh:
+        return [r["case_id"] for r in csv.DictReader(fh) if r["split"] == "pool"]
+
+
+def _test_count(corpus: Path) -> int:
+    with open(corpus / "cases.csv", newline="") as fh:
+        return sum(r["split"] == "test" for r in csv.DictReader(fh))
+
+
+def test_tiny_run_writes_schema_valid_results(tiny_bench, tiny_demo_corpus: Path) -> None:
+    cfg, out, outcome = tiny_bench
+    assert outcome.remaining == [] and outcome.skipped == []
+    assert sorted(outcome.computed) == sorted(
+        ["unbalanced/floor/seed-0", "unbalanced/assft/none/seed-0", "unbalanced/random/none/seed-0",
+         "unbalanced/ceiling/seed-0"]
+    )
+    for name in ("strategies.json", "strategies.csv", "strategies_summary.csv", "strategies_curves.html"):
+        assert (out / name).is_file(), name
+    raw = json.loads((out / "strategies.json").read_text())
+    assert validate_result(raw) == []  # what the Compare page checks
+    result = load_results(out / "strategies.json")
+    assert result.command == ["assft", "bench", "strategies", "--config", "tiny"]
+    assert result.config == cfg.to_dict() and result.note.startswith("complete: 2 of 2 runs")
+
+    # Hand computation: the background-only f_0 misses every foreground class of every test case,
+    # and two fine-tuning steps cannot lift a 20-logit margin.
+    n_test = _test_count(tiny_demo_corpus)
+    subset = pool_subset(_pool_ids(tiny_demo_corpus), 0.8, 0, "unbalanced")
+    assert len(subset) == round(0.8 * len(_pool_ids(tiny_demo_corpus))) == 5
+    assert {(r.strategy, r.round) for r in result.records} == {("assft", 0), ("assft", 1), ("random", 0), ("random", 1)}
+    for rec in [*result.records, *result.references]:
+        assert rec.mean_dice == 0.0 and rec.hd95_mm is None
+        assert rec.hd95_missed_count == len(FG_CLASSES) * n_test
+        assert set(rec.per_class_dice) == FG_CLASSES and set(rec.per_site_dice) == SITES
+    for rec in result.records:
+        assert rec.labelled_count == rec.round * cfg.budget
+        assert len(rec.picks) == (cfg.budget if rec.round < cfg.rounds else 0)
+        assert set(rec.picks) <= set(subset)
+        assert rec.wall_time_s["evaluate"] > 0
+        assert ("train" in rec.wall_time_s) == (rec.round > 0) and ("score" in rec.wall_time_s) == (rec.round == 0)
+    refs = {r.kind: r for r in result.references}
+    assert refs["ceiling"].labelled_count == len(subset) and refs["floor"].labelled_count == 0
+
+    # The loop really ran on the seed's subset: the run's project holds exactly those pool cases.
+    from assft_core.data.records import Split
+    from assft_core.session.project import list_cases, open_project
+
+    project = open_project(out / "work" / "unbalanced" / "assft" / "none" / "seed-0" / "project")
+    assert sorted(c.case_id for c in list_cases(project, Split.POOL)) == subset
+
+    rows = pd.read_csv(out / "strategies.csv")
+    assert len(rows) == 4 and {"dice_site_A", "dice_class_CSF", "time_evaluate_s", "picks"} <= set(rows.columns)
+    summary = pd.read_csv(out / "strategies_summary.csv")
+    assert set(summary["strategy"]) == {"assft", "random", "ceiling", "floor"}
+
+
+def test_rounds_are_written_as_they_finish(tiny_bench) -> None:
+    _, out, _ = tiny_bench
+    run_dir = out / "runs" / "unbalanced" / "random" / "none" / "seed-0"
+    whole = json.loads((run_dir / RUN_FILE).read_text())
+    per_round = [json.loads((run_dir / f"round-{t:03d}.json").read_text()) for t in (0, 1)]
+    assert per_round == whole
+
+
+class CountingExecutor:
+    """Stands in for the loop: counts calls and returns stored (or made-up) records."""
+
+    def __init__(self, records: dict[str, list[RoundRecord]] | None = None, fail_on: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.records = records or {}
+        self.fail_on = fail_on
+
+    def pool_ids(self, pool: str) -> list[str]:
+        return [f"case{i}" for i in range(10)]
+
+    def prepare(self, pool: str, work_dir: Path) -> None:
+        self.calls.append(f"prepare {pool}")
+
+    def floor(self, pool: str) -> ReferenceRecord:
+        self.calls.append(f"floor {pool}")
+        return ReferenceRecord("floor", pool, 0, 0, 0.5, {}, {}, None, 0, {})
+
+    def run(self, spec: RunSpec, subset: list[str], work_dir: Path, on_record) -> list[RoundRecord]:
+        self.calls.append(spec.run_id)
+        if spec.run_id in self.records:
+            return self.records[spec.run_id]
+        records = [
+            RoundRecord(spec.pool, spec.strategy, spec.seed, t, t, 0.5 + 0.1 * t, {}, {}, None, 0, subset[t : t + 1], {})
+            for t in range(2)
+        ]
+        on_record(records[0])
+        if spec.run_id == self.fail_on:
+            raise KeyboardInterrupt  # killed after round 0 was recorded
+        on_record(records[1])
+        return records
+
+    def ceiling(self, spec: ReferenceSpec, subset: list[str], work_dir: Path) -> ReferenceRecord:
+        self.calls.append(spec.run_id)
+        return ReferenceRecord("ceiling", spec.pool, spec.seed, len(subset), 0.9, {}, {}, None, 0, {})
+
+
+def test_resume_skips_finished_runs(tiny_bench, tmp_path: Path) -> None:
+    cfg, src, _ = tiny_bench
+    out = tmp_path / "tiny"
+    shutil.copytree(src, out, symlinks=True, ignore=shutil.ignore_patterns("work"))
+    fake = CountingExecutor()
+    outcome = run_strategy_benchmark(cfg, out, fake, command=["x"], device="cpu", resume=True, png=False)
+    assert fake.calls == [] and outcome.computed == [] and len(outcome.skipped) == 4
+
+    random_id = "unbalanced/random/none/seed-0"
+    kept = RunStore(out).records(RunSpec("unbalanced", "random", 0, SSFTMode.NONE))
+    (out / "runs" / random_id / RUN_FILE).unlink()
+    fake = CountingExecutor({random_id: kept})
+    outcome = run_strategy_benchmark(cfg, out, fake, command=["x"], device="cpu", resume=True, png=False)
+    assert fake.calls == ["prepare unbalanced", random_id]
+    assert outcome.computed == [random_id] and len(outcome.skipped) == 3
+    assert validate_result(json.loads((out / "strategies.json").read_text())) == []
+
+
+def test_killed_run_is_the_only_one_redone(tmp_path: Path) -> None:
+    cfg = preset("tiny")
+    first = CountingExecutor(fail_on="unbalanced/assft/none/seed-0")
+    with pytest.raises(KeyboardInterrupt):
+        run_strategy_benchmark(cfg, tmp_path / "b", first, command=["x"], device="cpu", png=False)
+    # random (the baseline) runs first; assft was killed after its round 0 was recorded.
+    assert first.calls == ["prepare unbalanced", "floor unbalanced", "unbalanced/random/none/seed-0",
+                           "unbalanced/assft/none/seed-0"]
+    killed = tmp_path / "b" / "runs" / "unbalanced" / "assft" / "none" / "seed-0"
+    assert (killed / "round-000.json").is_file() and not (killed / RUN_FILE).exists()
+
+    again = CountingExecutor()
+    outcome = run_strategy_benchmark(cfg, tmp_path / "b", again, command=["x"], device="cpu", resume=True, png=False)
+    assert again.calls == ["prepare unbalanced", "unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
+    assert outcome.skipped == ["unbalanced/floor/seed-0", "unbalanced/random/none/seed-0"]
+
+
+def test_max_units_writes_partial_results_and_says_so(tmp_path: Path) -> None:
+    fake = CountingExecutor()
+    outcome = run_strategy_benchmark(preset("tiny"), tmp_path / "b", fake, command=["x"], device="cpu", max_units=1,
+                                     png=False)
+    assert outcome.computed == ["unbalanced/floor/seed-0", "unbalanced/random/none/seed-0"]
+    assert outcome.remaining == ["unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
+    result = load_results(tmp_path / "b" / "strategies.json")
+    assert result.note.startswith("PARTIAL: 1 of 2 runs") and {r.strategy for r in result.records} == {"random"}
+
+
+def test_output_folder_is_never_reused_by_accident(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "b"
+    run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["x"], device="cpu", png=False)
+    with pytest.raises(StateError, match="--resume"):
+        run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["x"], device="cpu", png=False)
+    other = preset("default")
+    with pytest.raises(StateError, match="other settings"):
+        run_strategy_benchmark(other, out, CountingExecutor(), command=["x"], device="cpu", resume=True, png=False)
+    assert main(["bench", "strategies", "--config", "tiny", "--out", str(out)]) == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_plan_shares_subsets_and_counts_runs() -> None:
+    ids = [f"c{i:02d}" for i in range(40)]
+    a, b = pool_subset(ids, 0.8, 0, "unbalanced"), pool_subset(list(reversed(ids)), 0.8, 0, "unbalanced")
+    assert a == b and len(a) == 32 and set(a) <= set(ids)
+    assert pool_subset(ids, 0.8, 1, "unbalanced") != a
+    full = preset("full")
+    runs = plan_runs(full)
+    # 8 strategies × 3 seeds × 2 pools, plus the ablation's 4 modes other than the comparison's.
+    assert len(runs) == 8 * 3 * 2 + 4 * 3 * 2 == len(set(runs))
+    assert len(plan_runs(preset("default"))) == 3 * 3
+    assert preset("default").ceiling_steps == 2 * 30 and full.ceiling_steps == 5 * (200 + 100)
