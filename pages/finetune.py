@@ -45,6 +45,17 @@ def device_line(project: Project) -> None:
             st.info("Device: CPU (no CUDA GPU here). A round of a few hundred steps takes minutes.")
 
 
+def gpu_processes() -> int:
+    """Training processes: offered only when more than one CUDA GPU is visible (DDP, one GPU each)."""
+    import torch
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus <= 1:
+        return 1
+    return int(st.number_input(f"GPUs (DDP; {n_gpus} visible)", min_value=1, max_value=n_gpus, value=n_gpus,
+                               key="ft-nproc", help="One training process per GPU under torchrun (docs/distributed.md)."))
+
+
 def launch_form(project: Project, info: RoundInfo) -> None:
     """Steps and SSFT mode, then the launch button (only once the round is labelled; before, what to do)."""
     if info.state is not RoundState.LABELLED:
@@ -61,6 +72,7 @@ def launch_form(project: Project, info: RoundInfo) -> None:
     modes = list(SSFTMode)
     mode = c3.selectbox("SSFT mode", modes, index=modes.index(cfg.mode), format_func=lambda m: SSFT_WORDS[m],
                         key="ft-mode")
+    nproc = gpu_processes()
     if st.button("Fine-tune", key="train", type="primary", disabled=is_active(project, "train"),
                  help="Runs in the background; you can close the tab."):
         params = {
@@ -69,6 +81,7 @@ def launch_form(project: Project, info: RoundInfo) -> None:
             "ssft_steps": int(uns),
             "ssft_mode": SSFTMode(mode).value,
             "device": project.config.train.device,
+            "nproc": nproc,
         }
         with guard("start fine-tuning"):
             start_job(project, "train", params)

@@ -119,6 +119,10 @@ def _init(args: argparse.Namespace) -> int:
     project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle)
     print(f"created project {project.folder}")
     _print_cases(project)
+    from assft_core.session.workspace import model_fit_warnings
+
+    for warning in model_fit_warnings(project):
+        print(f"warning: {warning}")
     return 0
 
 

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--steps", type=int, metavar="S", help="supervised steps (default: the project's)")
     p.add_argument("--ssft-steps", type=int, metavar="SU", help="SSFT steps (default: the project's)")
     p.add_argument("--no-evaluate", action="store_true", help="stop after training (evaluate later with `assft evaluate`)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="training processes on this machine, one GPU each (DDP under torchrun; docs/distributed.md)")
     _job_options(p)
     p.set_defaults(func=_train)
 
@@ -121,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     request = TrainRequest.from_params(
         project,
         {"ssft_mode": args.ssft, "supervised_steps": args.steps, "ssft_steps": args.ssft_steps,
-         "device": args.device, "evaluate": not args.no_evaluate},
+         "device": args.device, "evaluate": not args.no_evaluate, "nproc": args.nproc},
     )
     job = _run(project, "train", {"round": info.idx, **request.to_params()}, args.detach)
     if not args.detach:

@@ -12,6 +12,7 @@ then evaluated on the test split (or the biased fallback) and the round marked e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ class TrainRequest:
         ssft_mode: which unlabelled cases join (METHOD.md §4).
         device: "auto", "cpu" or "cuda[:i]".
         evaluate: evaluate f_{t+1} and mark the round evaluated when training ends.
+        nproc: training processes on this machine (> 1: DDP under torchrun, one GPU each).
     """
 
     supervised_steps: int
@@ -55,6 +57,7 @@ class TrainRequest:
     ssft_mode: SSFTMode
     device: str = "auto"
     evaluate: bool = True
+    nproc: int = 1
 
     @classmethod
     def from_params(cls, project: Project, params: Mapping[str, Any]) -> TrainRequest:
@@ -76,7 +79,10 @@ class TrainRequest:
             ssft_mode=mode,
             device=str(params.get("device") or project.config.train.device),
             evaluate=bool(params.get("evaluate", True)),
+            nproc=int(params.get("nproc") or 1),
         )
+        if request.nproc < 1:
+            raise StateError(f"nproc must be ≥ 1 (training processes); got {request.nproc}.")
         if request.supervised_steps < 1 or request.ssft_steps < 0:
             raise StateError(
                 f"steps must be ≥ 1 (supervised) and ≥ 0 (SSFT); got {request.supervised_steps} and {request.ssft_steps}."
@@ -91,7 +97,18 @@ class TrainRequest:
             "ssft_mode": self.ssft_mode.value,
             "device": self.device,
             "evaluate": self.evaluate,
+            "nproc": self.nproc,
         }
+
+
+def _train_fn(card: Any, nproc: int) -> Callable[..., Any] | None:
+    """The trainer of one phase: None (`train` in this process), or DDP on `nproc` processes
+    (docs/distributed.md)."""
+    if nproc <= 1:
+        return None
+    from assft_core.train.torchrun_train import train_with_torchrun
+
+    return functools.partial(train_with_torchrun, card=card, nproc=nproc)
 
 
 def _given(params: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -231,6 +248,7 @@ def _train(
         reference=_oracle_reference(project, {c.case_id: c for c in pool}, pre_cfg, cache),
         on_progress=on_progress,
         should_stop=sink.should_stop,
+        train_fn=_train_fn(card, request.nproc),
     )
     wall = {"prepare": prep_s, **result.timings_s}
     if result.stopped:

@@ -191,3 +191,27 @@ def check_job_round(project: Project, params: Mapping[str, Any]) -> None:
         raise StateError(
             f"this job was made for round {wanted}, but the project is in round {current}; start a new job."
         )
+
+
+def model_fit_warnings(project: Project) -> list[str]:
+    """Where the project's dataset differs from f_0's model card: spacing (median over the pool's
+    image headers, in mm) or modality. Reads headers only.
+
+    Raises:
+        ModelError: when the project's model card is unreadable.
+    """
+    import numpy as np
+
+    from assft_core.data.importers import import_dataset
+    from assft_core.data.io import open_nifti, spacing_from_affine
+    from assft_core.data.records import Split
+    from assft_core.models.card import card_warnings
+    from assft_core.session.project import list_cases
+
+    card = ModelCard.load(base_model(project).path)
+    spacings = [
+        spacing_from_affine(open_nifti(case.image_paths[0]).affine) for case in list_cases(project, Split.POOL)
+    ]
+    spacing = tuple(float(v) for v in np.median(np.asarray(spacings), axis=0)) if spacings else None
+    modality = import_dataset(project.dataset_root).modality if project.dataset_root else None
+    return card_warnings(card, spacing, modality)  # type: ignore[arg-type]

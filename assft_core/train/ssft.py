@@ -123,6 +123,7 @@ def run_round_training(
     reference: ReferenceFn | None = None,
     on_progress: Callable[[RoundProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    train_fn: Callable[..., TrainResult] | None = None,
 ) -> SSFTResult:
     """Fine-tune f_t into f_{t+1}: supervised phase, selection of R, SSFT phase (METHOD.md §4).
 
@@ -144,6 +145,8 @@ def run_round_training(
             (demo / benchmark ground truth), used only to report the pseudo-labels' voxel accuracy.
         on_progress: called with a `RoundProgress` after every step and every scored case.
         should_stop: polled after every step and scored case; True stops the round (resumable).
+        train_fn: runs one training phase with `train`'s signature; None: `train` in this process;
+            `functools.partial(train_with_torchrun, card=..., nproc=N)` for DDP (docs/distributed.md).
 
     Returns:
         The trained network, both TrainResults, the ReliabilityReport and timings per phase.
@@ -168,9 +171,10 @@ def run_round_training(
         if on_progress is not None:
             on_progress(RoundProgress(phase, done / total if total else 1.0, message, event))
 
+    fit = train_fn or train
     labelled_samples = [_labelled_sample(c) for c in labelled]
     sup_dir = run_dir / SUPERVISED_DIR
-    sup = train(
+    sup = fit(
         dataclasses.replace(train_cfg, steps=n_sup),
         network,
         TrainData(labelled_samples),
@@ -217,7 +221,7 @@ def run_round_training(
         for cid in report.admitted_ids
     ]
     ssft_dir = run_dir / SSFT_DIR
-    ssft = train(
+    ssft = fit(
         dataclasses.replace(train_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
         network,
         TrainData(labelled_samples, pseudo_samples),

@@ -56,7 +56,8 @@ def test_labelled_round_launches_training_with_the_chosen_settings(run_page, ora
     assert not at.exception
     (job,) = jobs.list_jobs(oracle_project)
     assert job.kind == "train" and fake_jobs == [job.id]
-    assert job.params == {"round": 0, "supervised_steps": 7, "ssft_steps": 3, "ssft_mode": "none", "device": "auto"}
+    assert job.params == {"round": 0, "supervised_steps": 7, "ssft_steps": 3, "ssft_mode": "none", "device": "auto",
+                          "nproc": 1}
 
 
 def test_a_page_opened_too_early_says_what_to_do(run_page, oracle_project) -> None:
