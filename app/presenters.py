@@ -6,18 +6,16 @@ fetch the records (engine calls), pass them through these functions and place th
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from assft_core.session.progress import read_progress_events  # noqa: F401 (the pages read it from here)
 from assft_core.session.rounds import RoundInfo, RoundState
 
-PROGRESS_FILE = "progress.jsonl"
 SUMMARY_COLUMNS = ["labelled", "unlabelled", "test", "unusable", "total"]
 
 
@@ -162,29 +160,6 @@ def round_history(rounds: Sequence[RoundInfo], baseline: Mapping[str, Any] | Non
             labelled = info.metrics.get("labelled")
             points.append(_history_point(info.idx + 1, info.metrics, None if labelled is None else int(labelled)))
     return points
-
-
-def read_progress_events(run_dir: Path) -> list[dict[str, Any]]:
-    """Training progress events of a job, from `run_dir/progress.jsonl` (one JSON object a line).
-
-    The train job appends one `ProgressEvent.to_dict()` per step; a line cut short by a
-    concurrent write (the last one) is skipped, so a live run can be read at any moment.
-
-    Returns:
-        Events in file order ([] when the file does not exist yet).
-    """
-    path = Path(run_dir) / PROGRESS_FILE
-    if not path.is_file():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -9,6 +9,14 @@
     runner.py    `python -m assft_core.session.runner --project DIR JOB_ID` (a detached job's process)
     paths.py     sanitised names, paths kept inside the project, temp-then-rename writes
     commands.py  `assft init | import | status | query | approve | reject | swap | label | job ...`
+    workspace.py where a round's models, caches and settings live (f_0, f_t, preprocessing cache)
+    scoring_round.py  the "score" job: f_0 (cached) and f_t over pool and test cases → query table
+    training_round.py the "train" job: supervised + SSFT (train.ssft), save f_{t+1}, evaluate
+    evaluation.py     test-split evaluation of a round's model (native grid), biased fallback
+    loop.py      `run_rounds`: the one headless loop (demo run, benchmarks) through the same jobs
+    progress.py  progress sinks and the per-step log the dashboard's loss curve reads
+    demo_setup.py     `assft demo project` / `demo run`: the demo corpus + shipped model project
+    round_commands.py `assft score | train | evaluate | export`
 
 Every function opens its own short-lived connection, so any thread (Streamlit sessions) or
 process (detached jobs) can call it.

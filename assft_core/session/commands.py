@@ -47,33 +47,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--strategy", help="query strategy (default from settings: assft)")
     p.set_defaults(func=_init)
 
-    p = _with_project(sub.add_parser("import", help="import (or re-import) a dataset folder into the project"))
+    p = with_project_option(sub.add_parser("import", help="import (or re-import) a dataset folder into the project"))
     p.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder")
     p.set_defaults(func=_import)
 
-    p = _with_project(sub.add_parser("status", help="cases by site and split, labels, round state, jobs"))
+    p = with_project_option(sub.add_parser("status", help="cases by site and split, labels, round state, jobs"))
     p.set_defaults(func=_status)
 
-    p = _with_project(sub.add_parser("query", help="propose picks for the scored round with a strategy"))
+    p = with_project_option(sub.add_parser("query", help="propose picks for the scored round with a strategy"))
     p.add_argument("--strategy", help="strategy name (default: the project's)")
     p.add_argument("--budget", type=int, help="picks wanted this round (default: the project's)")
     p.set_defaults(func=_query)
 
-    p = _with_project(sub.add_parser("approve", help="approve pending picks of the current round"))
+    p = with_project_option(sub.add_parser("approve", help="approve pending picks of the current round"))
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="approve every pending pick")
     which.add_argument("cases", nargs="*", default=[], metavar="CASE", help="case ids to approve")
     p.set_defaults(func=_approve)
 
-    p = _with_project(sub.add_parser("reject", help="reject a pick (excluded for the rest of the round)"))
+    p = with_project_option(sub.add_parser("reject", help="reject a pick (excluded for the rest of the round)"))
     p.add_argument("case", metavar="CASE")
     p.set_defaults(func=_reject)
 
-    p = _with_project(sub.add_parser("swap", help="reject a pick and get the strategy's next best case"))
+    p = with_project_option(sub.add_parser("swap", help="reject a pick and get the strategy's next best case"))
     p.add_argument("case", metavar="CASE")
     p.set_defaults(func=_swap)
 
-    p = _with_project(sub.add_parser(
+    p = with_project_option(sub.add_parser(
         "label", help="store an expert label file for a case, or --oracle labels (demo mode)",
         description="`label CASE FILE` validates FILE against the case's image and stores a copy as a "
         "new version; `label --oracle [CASE...]` labels approved picks from the dataset (demo mode)."))
@@ -83,25 +83,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     job = sub.add_parser("job", help="list, cancel, resume or run background jobs")
     job_sub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
-    p = _with_project(job_sub.add_parser("list", help="jobs, newest first (dead ones detected)"))
+    p = with_project_option(job_sub.add_parser("list", help="jobs, newest first (dead ones detected)"))
     p.set_defaults(func=_job_list)
     for name, func, text in (
         ("cancel", _job_cancel, "cancel a queued or running job"),
         ("resume", _job_resume, "resume a dead, failed or cancelled job from its last checkpoint"),
         ("run", _job_run, "run a queued job in this process (what detached jobs execute)"),
     ):
-        p = _with_project(job_sub.add_parser(name, help=text))
+        p = with_project_option(job_sub.add_parser(name, help=text))
         p.add_argument("job_id", type=int, metavar="JOB_ID")
         p.set_defaults(func=func)
 
 
-def _with_project(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def with_project_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `-p/--project DIR` (default $ASSFT_PROJECT, else the current folder) to a sub-command."""
     p.add_argument("-p", "--project", metavar="DIR", default=None,
                    help=f"project folder (default: ${PROJECT_ENV}, else the current folder)")
     return p
 
 
-def _project(args: argparse.Namespace) -> Project:
+def project_from_args(args: argparse.Namespace) -> Project:
+    """Open the project a sub-command names (`--project`, $ASSFT_PROJECT, else the current folder).
+
+    Raises:
+        StateError: when that folder is not a project.
+    """
     return open_project(args.project or os.environ.get(PROJECT_ENV) or Path.cwd())
 
 
@@ -119,15 +125,20 @@ def _init(args: argparse.Namespace) -> int:
     project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle)
     print(f"created project {project.folder}")
     _print_cases(project)
+    from assft_core.errors import ModelError
     from assft_core.session.workspace import model_fit_warnings
 
-    for warning in model_fit_warnings(project):
+    try:
+        warnings = model_fit_warnings(project)
+    except ModelError as exc:  # the project exists; scoring will refuse the card with the same message
+        warnings = [f"the model card could not be read, so its spacing and modality were not compared: {exc}"]
+    for warning in warnings:
         print(f"warning: {warning}")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    project = _project(args)
+    project = project_from_args(args)
     summary = import_dataset_into(project, args.dataset)
     print(f"{len(summary.added)} new, {len(summary.updated)} updated, {len(summary.unusable)} unusable case(s)")
     if summary.unusable:
@@ -136,7 +147,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    project = _project(args)
+    project = project_from_args(args)
     print(f"project {project.folder}  (mode: {'oracle/demo' if project.oracle else 'expert labels'})")
     _print_cases(project)
     history = rounds.list_rounds(project)
@@ -197,31 +208,31 @@ def _print_queries(queries: list[rounds.Query]) -> None:
 def _query(args: argparse.Namespace) -> int:
     from assft_core.session.query import propose_round
 
-    _print_queries(propose_round(_project(args), args.strategy, args.budget))
+    _print_queries(propose_round(project_from_args(args), args.strategy, args.budget))
     return 0
 
 
 def _approve(args: argparse.Namespace) -> int:
-    _print_queries(rounds.approve(_project(args), None if args.all else args.cases))
+    _print_queries(rounds.approve(project_from_args(args), None if args.all else args.cases))
     return 0
 
 
 def _reject(args: argparse.Namespace) -> int:
-    _print_queries(rounds.reject(_project(args), args.case))
+    _print_queries(rounds.reject(project_from_args(args), args.case))
     return 0
 
 
 def _swap(args: argparse.Namespace) -> int:
     from assft_core.session.query import swap_pick
 
-    _print_queries(swap_pick(_project(args), args.case))
+    _print_queries(swap_pick(project_from_args(args), args.case))
     return 0
 
 
 def _label(args: argparse.Namespace) -> int:
     if not args.oracle and len(args.args) != 2:
         args.usage_error("give CASE FILE (or --oracle [CASE...] for the dataset's labels in demo mode)")
-    project = _project(args)
+    project = project_from_args(args)
     if args.oracle:
         done = labels.label_with_oracle(project, args.args or None)
         for v in done:
@@ -239,7 +250,7 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _job_list(args: argparse.Namespace) -> int:
-    rows = jobs.list_jobs(_project(args))
+    rows = jobs.list_jobs(project_from_args(args))
     if rows:
         _print_jobs(rows)
     else:
@@ -248,18 +259,18 @@ def _job_list(args: argparse.Namespace) -> int:
 
 
 def _job_cancel(args: argparse.Namespace) -> int:
-    status = jobs.cancel_job(_project(args), args.job_id)
+    status = jobs.cancel_job(project_from_args(args), args.job_id)
     print(f"job {args.job_id}: {status.value}")
     return 0
 
 
 def _job_resume(args: argparse.Namespace) -> int:
-    job = jobs.resume_job(_project(args), args.job_id)
+    job = jobs.resume_job(project_from_args(args), args.job_id)
     print(f"job {job.id} relaunched (pid {job.pid}) from {job.resume_from or 'the start'}")
     return 0
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    status = jobs.run_job(_project(args), args.job_id)
+    status = jobs.run_job(project_from_args(args), args.job_id)
     print(f"job {args.job_id}: {status.value}")
     return 0 if status in (jobs.JobStatus.DONE, jobs.JobStatus.CANCELLED) else 1

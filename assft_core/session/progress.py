@@ -89,3 +89,26 @@ class Echo:
         if force or now - self._last >= self.every_s:
             self._last = now
             self.write(message)
+
+
+def read_progress_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Training progress events of a job, from `run_dir/progress.jsonl` (one JSON object a line).
+
+    The train job appends one `ProgressEvent.to_dict()` per step; a line cut short by a
+    concurrent write (the last one) is skipped, so a live run can be read at any moment.
+
+    Returns:
+        Events in file order ([] when the file does not exist yet).
+    """
+    path = Path(run_dir) / PROGRESS_FILE
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events

@@ -21,7 +21,7 @@ from typing import Any
 from assft_core.config import SSFTMode
 from assft_core.errors import DataError, StateError
 from assft_core.session import labels, rounds
-from assft_core.session.commands import _project, _with_project
+from assft_core.session.commands import project_from_args, with_project_option
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundState
@@ -29,14 +29,14 @@ from assft_core.session.rounds import RoundState
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `score`, `train`, `evaluate` and `export` to `assft`."""
-    p = _with_project(sub.add_parser(
+    p = with_project_option(sub.add_parser(
         "score", help="score the round's cases with f_0 and the latest model (job)",
         description="Run the round's scoring job: every usable pool and test case through f_0 (cached for the "
         "whole project) and, after round 0, the latest fine-tuned model; stores the table the query reads."))
     _job_options(p)
     p.set_defaults(func=_score)
 
-    p = _with_project(sub.add_parser(
+    p = with_project_option(sub.add_parser(
         "train", help="fine-tune on the round's labels, with SSFT, then evaluate (job)",
         description="Run the round's training job: supervised phase on the labelled cases, then selective "
         "semi-supervised fine-tuning (SSFT) on reliable pseudo-labelled cases, save the new model and "
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _job_options(p)
     p.set_defaults(func=_train)
 
-    p = _with_project(sub.add_parser(
+    p = with_project_option(sub.add_parser(
         "evaluate", help="evaluate the round's trained model, or f_0 with --baseline (job)",
         description="Dice per class and mean, HD95 in mm, overall and per site, on each test case's native grid; "
         "without labelled test cases, the newly labelled cases under the model that chose them (marked biased)."))
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _job_options(p)
     p.set_defaults(func=_evaluate)
 
-    p = _with_project(sub.add_parser(
+    p = with_project_option(sub.add_parser(
         "export", help="write the adapted model (checkpoint + model card) and the metrics to a new folder",
         description="Copy a trained round's model folder (weights, model card, source statistics, SSFT report) and "
         "every stored metric (per round, f_0 baseline, settings, labels) into OUT. OUT must not exist or be empty."))
@@ -102,7 +102,7 @@ def _require(project: Project, allowed: set[RoundState], action: str) -> rounds.
 
 
 def _score(args: argparse.Namespace) -> int:
-    project = _project(args)
+    project = project_from_args(args)
     info = _require(project, {RoundState.OPEN, RoundState.SCORED}, "score")
     params = {"round": info.idx, "device": args.device or project.config.inference.device}
     job = _run(project, "score", params, args.detach)
@@ -118,7 +118,7 @@ def _score(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from assft_core.session.training_round import TrainRequest
 
-    project = _project(args)
+    project = project_from_args(args)
     info = _require(project, {RoundState.LABELLED, RoundState.TRAINED}, "train")
     request = TrainRequest.from_params(
         project,
@@ -139,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    project = _project(args)
+    project = project_from_args(args)
     device = args.device or project.config.inference.device
     if args.baseline:
         params: dict[str, Any] = {"baseline": True, "device": device}
@@ -154,7 +154,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    project = _project(args)
+    project = project_from_args(args)
     out = export_project(project, args.out, round_idx=args.round_idx)
     print(f"exported to {out}: model/ (weights + model card) and metrics/")
     return 0
