@@ -23,7 +23,7 @@ PROJECT_KEY = "assft_project_dir"
 FLASH_KEY = "assft_flash"
 PROJECT_ENV = "ASSFT_PROJECT"
 NO_PROJECT = (
-    "No project yet: create one with `assft init PROJECT --dataset DIR --model-config FILE`, "
+    "No project yet: create one with `assft init PROJECT --dataset DIR --model DIR`, "
     "or run `bash scripts/dashboard.sh` to build and open the demo project."
 )
 

@@ -65,6 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("cases", nargs="*", default=[], metavar="CASE", help="case ids to approve")
     p.set_defaults(func=_approve)
 
+    p = with_project_option(sub.add_parser(
+        "next-round", help="open the next round once the current one is evaluated",
+        description="Start round t + 1 after round t is evaluated; then `assft score` scores the pool with f_{t+1}."))
+    p.set_defaults(func=_next_round)
+
     p = with_project_option(sub.add_parser("reject", help="reject a pick (excluded for the rest of the round)"))
     p.add_argument("case", metavar="CASE")
     p.set_defaults(func=_reject)
@@ -201,8 +206,22 @@ def _print_jobs(rows: list[jobs.JobInfo]) -> None:
 
 
 def _print_queries(queries: list[rounds.Query]) -> None:
+    """Each pick with the numbers behind it (METHOD.md §3: score, KG and its rank, ASD and its rank,
+    diversity δ, nearest labelled case)."""
+
+    def num(key: str) -> str:
+        value = q.explanation.get(key)
+        return "–" if value is None else f"{value:.3f}"
+
+    print(f"{'rank':<5} {'case':<24} {'status':<9} {'score':>6} {'KG':>6} {'k^':>6} {'ASD':>6} {'a^':>6} "
+          f"{'delta':>6}  nearest labelled")
     for q in queries:
-        print(f"#{q.rank:<3} {q.case_id:<24} {q.status.value}")
+        print(f"#{q.rank:<4} {q.case_id:<24} {q.status.value:<9} {num('score'):>6} {num('kg'):>6} "
+              f"{num('kg_rank'):>6} {num('asd'):>6} {num('asd_rank'):>6} {num('delta'):>6}  "
+              f"{q.explanation.get('nearest_labelled_id') or '–'}")
+    notes = sorted({term for q in queries for term in q.explanation.get("unavailable") or []})
+    for note in notes:
+        print(f"note: {note}")
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -214,6 +233,12 @@ def _query(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     _print_queries(rounds.approve(project_from_args(args), None if args.all else args.cases))
+    return 0
+
+
+def _next_round(args: argparse.Namespace) -> int:
+    info = rounds.start_next_round(project_from_args(args))
+    print(f"round {info.idx} is open; next: {rounds.NEXT_STEP[info.state]}")
     return 0
 
 

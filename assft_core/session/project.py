@@ -175,7 +175,7 @@ def open_project(folder: str | os.PathLike[str]) -> Project:
     if not db.is_file():
         raise StateError(
             f"{root} is not an ASSFT project (no {store.STORE_NAME}); create one with "
-            "`assft init PROJECT --dataset DIR --model-config FILE`."
+            "`assft init PROJECT --dataset DIR --model DIR` (or `--model-config FILE`)."
         )
     store.migrate(db)
     with store.reading(db) as conn:

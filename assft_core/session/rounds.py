@@ -51,8 +51,8 @@ NEXT_STEP: dict[RoundState, str] = {
     RoundState.PROPOSED: "approve, reject or swap every pick (`assft approve`, `assft reject`, `assft swap`)",
     RoundState.APPROVED: "label the approved cases (`assft label PROJECT CASE FILE` or `--oracle`)",
     RoundState.LABELLED: "fine-tune on the labels (`assft train`)",
-    RoundState.TRAINED: "evaluate the new model on the test set",
-    RoundState.EVALUATED: "start the next round",
+    RoundState.TRAINED: "evaluate the new model on the test set (`assft evaluate`)",
+    RoundState.EVALUATED: "start the next round (`assft next-round`)",
 }
 
 

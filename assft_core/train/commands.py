@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "nnU-Net style (case_0000.nii.gz, case_0001.nii.gz) are grouped into one case. Existing "
         "output files are never overwritten: the command refuses and writes nothing.",
     )
-    p.add_argument("model", type=Path, help="model folder (or its model_card.json)")
+    p.add_argument("model", type=Path, help="model folder (or its model_card.json, or an `assft export` folder)")
     p.add_argument("images", type=Path, nargs="+", help="NIfTI scans (.nii or .nii.gz)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for the label maps")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
@@ -42,7 +42,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from assft_core.models.loaded import load_model  # heavy imports only when the command runs
     from assft_core.train.predict import predict
 
-    model = load_model(args.model, device=args.device)
+    model_dir = Path(args.model)
+    if not (model_dir / "model_card.json").exists() and (model_dir / "model" / "model_card.json").is_file():
+        model_dir = model_dir / "model"  # an `assft export` folder: the model sits in model/
+    model = load_model(model_dir, device=args.device)
     infer = InferenceConfig(roi_size=model.card.roi_size, overlap=args.overlap, n_tta=args.tta, device=args.device)
     written = predict(
         model.network, group_channels(list(args.images)), args.out, preprocess_cfg=model.card.preprocess, infer_cfg=infer

@@ -9,6 +9,7 @@ left out of the HD95 means so one case cannot make them inf.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,9 +118,13 @@ def score_classes(
         if n_ref and not n_pred:
             hd95 = math.inf
         elif n_ref and n_pred:
-            hd95 = float(
-                compute_hausdorff_distance(p[:, k : k + 1], r[:, k : k + 1], include_background=True, percentile=95, spacing=spacing)[0, 0]
-            )
+            with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal call (get_mask_edges)
+                warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
+                hd95 = float(
+                    compute_hausdorff_distance(
+                        p[:, k : k + 1], r[:, k : k + 1], include_background=True, percentile=95, spacing=spacing
+                    )[0, 0]
+                )
         scores[k] = ClassScore(
             dice=None if not n_ref and not n_pred else float(dice[k - 1]),
             hd95_mm=hd95,

@@ -36,7 +36,7 @@ def test_score_command_stores_f0_table_and_marks_round_scored(scored_template: t
     assert table.availability.source_stats and table.availability.source_stats_origin == "batchnorm"
 
 
-def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRun]) -> None:
+def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRun], tiny_demo_corpus: Path) -> None:
     root = tmp_path / "proj"
     shutil.copytree(scored_template[0], root)
     test_ids = {c.case_id for c in list_cases(open_project(root), Split.TEST)}
@@ -96,6 +96,16 @@ def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRu
     again = run_cli("export", "-p", root, out)
     assert again.code == 1 and "not an empty folder" in again.err
     assert sorted(p.name for p in out.rglob("*")) == before
+
+    # the export folder itself is a valid `predict` model argument (README tour)
+    scan = next(tiny_demo_corpus.glob("imagesTr/*_test_*_0000.nii.gz"))
+    run = run_cli("predict", out, scan, "-o", tmp_path / "pred", "--device", "cpu")
+    assert run.code == 0, run.err
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 1
+
+    run = run_cli("next-round", "-p", root)
+    assert run.code == 0 and "round 1 is open" in run.out and "assft score" in run.out
+    assert rounds.current_round(open_project(root)).idx == 1
 
 
 def test_train_refuses_before_labels_and_names_next_step(scored_project) -> None:
