@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from assft_core.errors import StateError
+from assft_core.fsutil import atomic_savez, atomic_write_text  # noqa: F401 (re-exported)
 from assft_core.query.metrics import knowledge_gap
 
 TABLE_JSON = "score_table.json"
@@ -374,30 +374,6 @@ def query_table(f0: ScoreTable, ft: ScoreTable, model_tag: str | None = None) ->
 def case_file(arrays_dir: Path, case_id: str) -> Path:
     """Path of one case's maps file in `arrays_dir`."""
     return Path(arrays_dir) / f"{case_id}.npz"
-
-
-def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """`np.savez_compressed` to a temp file in the same folder, then `os.replace` onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file in the same folder, then `os.replace` onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_float(x: float) -> float | None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from assft_core.errors import DataError
+from assft_core.fsutil import atomic_copy, atomic_write_bytes  # noqa: F401 (re-exported: the session writes through these)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -87,36 +86,3 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy `src` to `dst` through a temporary file in `dst`'s folder, then `os.replace`.
-
-    The source is only read. The temporary file is removed if the copy fails.
-    """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(dst: Path, data: bytes) -> None:
-    """Write `data` to `dst` through a temporary file in the same folder, then `os.replace`."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,11 +8,7 @@ killed mid-write leaves the last complete checkpoint intact.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +16,11 @@ import numpy as np
 import torch
 
 from assft_core.errors import ModelError
+from assft_core.fsutil import atomic_write, atomic_write_json  # noqa: F401 (re-exported)
 
 CHECKPOINT_FORMAT = "assft-train-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`.
-
-    Raises:
-        OSError: the folder is not writable (the temporary file is removed).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_json(path: Path, data: Any) -> Path:
-    """Write `data` as indented JSON to `path`, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True)
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def rng_states() -> dict[str, Any]:

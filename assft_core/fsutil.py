@@ -1,0 +1,70 @@
+"""Temp-then-rename file writes: a reader never sees a half-written file, a crash leaves the old one.
+
+Every artifact of ASSFT Studio (checkpoints, score tables, labels, reports) is written through
+`atomic_write`; the other helpers are its common cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, rename it to `path`.
+
+    Parent folders are created. The temporary file is removed when `write` fails.
+
+    Raises:
+        OSError: the folder is not writable; whatever `write` raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> Path:
+    """Write `data` as indented, key-sorted JSON to `path` atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def atomic_copy(src: Path, dst: Path) -> Path:
+    """Copy `src` to `dst` atomically; `src` is only read."""
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
+    """`np.savez_compressed(arrays)` to `path` atomically (the name is kept as given)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)
