@@ -37,8 +37,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any
 import pandas as pd
 
 from assft_core.errors import DataError
+from assft_core.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
 POOLS = ("balanced", "unbalanced")
@@ -312,16 +311,7 @@ def write_result(result: BenchmarkResult, path: Path | str) -> Path:
     errors = validate_result(data)
     if errors:
         raise DataError(f"{path}: refusing to write an invalid result: {errors[:_MAX_ERRORS_SHOWN]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=1))
 
 
 # --- summary ----------------------------------------------------------------------------------

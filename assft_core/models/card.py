@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assft_core.config import Modality, PreprocessConfig, from_dict, to_dict
 from assft_core.errors import ModelError
+from assft_core.fsutil import atomic_write_text
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "assft-model-card/1"
@@ -112,17 +111,7 @@ class ModelCard:
         path = Path(path)
         if path.is_dir():
             path = path / CARD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_json_dict(), indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".card-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, json.dumps(self.to_json_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:

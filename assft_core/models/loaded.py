@@ -8,8 +8,6 @@ model that gives every query metric its inputs (ASSFT, METHOD.md §0).
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from assft_core.models.inference import predict_probs, resolve_device
 from assft_core.models.outputs import ForwardOutputs
 from assft_core.models.registry import Backbone, get_backbone
 from assft_core.models.source_stats import SourceStats, batchnorm_source_stats, load_source_stats
+from assft_core.fsutil import atomic_write
 
 SourceOrigin = Literal["file", "batchnorm", "none"]
 
@@ -261,14 +260,7 @@ def save_model(network: nn.Module, card: ModelCard, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     target = model_dir / card.checkpoint
-    fd, tmp = tempfile.mkstemp(prefix=".weights-", suffix=".pt", dir=model_dir)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: torch.save(state, tmp))
     card.save(model_dir / CARD_FILE)
     return model_dir
 

@@ -7,8 +7,6 @@ statistics of f_0; (c) none. `floored_source_var` applies the σ²_src floor in 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ from torch import nn
 from assft_core.config import InferenceConfig, QueryConfig
 from assft_core.errors import ModelError
 from assft_core.models.outputs import NormMoments
+from assft_core.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from assft_core.models.loaded import LoadedModel
@@ -86,16 +85,7 @@ def save_source_stats(stats: SourceStats, path: Path, meta: dict[str, object] | 
         "layers": {k: {"mean": m.double().cpu(), "var": v.double().cpu()} for k, (m, v) in stats.items()},
         "meta": dict(meta or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_source_stats(path: Path) -> SourceStats:

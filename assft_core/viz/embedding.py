@@ -7,13 +7,12 @@ cosine distance there, so UMAP uses the cosine metric here too.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from assft_core.fsutil import atomic_write
 
 # Below this many cases UMAP's neighbour graph is too thin to mean anything: PCA instead.
 MIN_CASES_FOR_UMAP = 8
@@ -96,15 +95,11 @@ def _read_cache(path: Path, n: int) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, coords: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.save would append ".npy" to a bare name
             np.save(handle, coords)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _fit_pca(z: np.ndarray, random_state: int) -> np.ndarray:
