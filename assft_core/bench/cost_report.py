@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from assft_core.bench.report import utc_stamp
 from assft_core.config import InferenceConfig, QueryConfig, TrainConfig
 from assft_core.data.records import PreprocessedCase, Split
 from assft_core.errors import DataError
@@ -128,7 +128,7 @@ def measure_phases(args: argparse.Namespace, phases: Sequence[str]) -> dict[str,
         results["train_step"]["ratio_to_inference"] = results["train_step"]["median_s"] / plain
     return {
         "version": COST_REPORT_VERSION,
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_stamp(),
         "machine": dataclasses.asdict(machine_info(str(args.device))),
         "note": load_note(),
         "command": command_line(),

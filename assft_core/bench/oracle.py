@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from assft_core.session.loop import RoundRow
 
 Log = Callable[[str], None]
+REFERENCE_PROJECT = "project"  # the reference project's folder inside the pool's f_0 work folder
 # Keys of the training job's wall_s -> phase names in the records.
 _TRAIN_PHASES = {"prepare": "prepare", "supervised": "train", "scoring": "ssft_scoring", "ssft": "ssft"}
 
@@ -114,7 +115,7 @@ def reference_project(inputs: PoolInputs, work_dir: Path, cfg: StrategyBenchConf
 
     view = write_view(inputs.manifest, inputs.pool_ids + inputs.test_ids, work_dir / "data")
     config = project_config(cfg, "random", 0, SSFTMode.NONE, inputs.device)
-    project, _ = open_or_create(work_dir / "project", view, inputs.model_dir, config)
+    project, _ = open_or_create(work_dir / REFERENCE_PROJECT, view, inputs.model_dir, config)
     if rounds.current_round(project).state is RoundState.OPEN:
         run_job_here(project, "score", {"round": 0, "device": inputs.device}, log=log)
     if baseline_metrics(project) is None:

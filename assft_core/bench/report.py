@@ -71,6 +71,11 @@ def machine_info(device: str) -> Machine:
     )
 
 
+def utc_stamp() -> str:
+    """Now, in UTC, as the result files write it (e.g. 2026-11-30T01:02:03Z)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def command_line() -> list[str]:
     """The argv of this process as typed (`assft bench ...`), for the result files."""
     return [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
@@ -97,7 +102,7 @@ def build_result(
     """A schema-v1 result of the given records (sorted by pool, strategy, seed, round)."""
     return BenchmarkResult(
         version=SCHEMA_VERSION,
-        created_utc=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_utc=utc_stamp(),
         machine=machine,
         command=list(command),
         config=cfg.to_dict(),

@@ -3,6 +3,7 @@
 Layout of the output folder (every file written temp-then-rename):
 
     bench_config.json               the StrategyBenchConfig; a resume must use the same one
+    invocations.json                each invocation that computed units: when, command, machine, load
     runs/<run_id>/round-NNN.json    one RoundRecord per round, written as the round finishes
     runs/<run_id>/run.json          every RoundRecord of the run, written last: marks it done
     refs/<ref_id>.json              a finished ReferenceRecord (ceiling, floor)
@@ -26,6 +27,7 @@ from assft_core.train.checkpoint import atomic_write_json
 
 CONFIG_FILE = "bench_config.json"
 RUN_FILE = "run.json"
+INVOCATIONS_FILE = "invocations.json"
 
 
 class RunStore:
@@ -117,6 +119,16 @@ class RunStore:
     def write_reference(self, spec: ReferenceSpec, record: ReferenceRecord) -> Path:
         """Record a finished reference."""
         return atomic_write_json(self.reference_path(spec), asdict(record))
+
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every logged invocation that computed units, oldest first (empty when none was logged)."""
+        path = self.out_dir / INVOCATIONS_FILE
+        return list(_read(path)) if path.is_file() else []
+
+    def log_invocation(self, entry: dict[str, Any]) -> Path:
+        """Append one invocation (JSON-ready: when, command, machine, load, units computed), so the
+        result files name the machine that computed the units, not the one that last rebuilt them."""
+        return atomic_write_json(self.out_dir / INVOCATIONS_FILE, [*self.invocations(), entry])
 
 
 def _read(path: Path) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,9 +27,17 @@ from assft_core.bench.plan import (
     plan_runs,
     pool_subset,
 )
-from assft_core.bench.report import WrittenReport, build_result, load_note, machine_info, relabel, write_report
+from assft_core.bench.report import (
+    WrittenReport,
+    build_result,
+    load_note,
+    machine_info,
+    relabel,
+    utc_stamp,
+    write_report,
+)
 from assft_core.bench.runs import RunStore
-from assft_core.bench.schema import ReferenceRecord, RoundRecord
+from assft_core.bench.schema import Machine, ReferenceRecord, RoundRecord
 
 if TYPE_CHECKING:
     from assft_core.session.project import Project
@@ -48,6 +56,10 @@ class Executor(Protocol):
 
     def prepare(self, pool: str, work_dir: Path) -> None:
         """Make the pool's shared `f_0` work (scores, evaluation) ready in `work_dir`."""
+        ...
+
+    def attach(self, pool: str, work_dir: Path) -> None:
+        """Use the pool's `f_0` work that `prepare` made in `work_dir` (a worker process), unchanged."""
         ...
 
     def floor(self, pool: str) -> ReferenceRecord:
@@ -100,6 +112,12 @@ class LoopExecutor:
         from assft_core.bench.oracle import reference_project
 
         self.references[pool] = reference_project(self.inputs[pool], work_dir, self.cfg, log=self.log)
+
+    def attach(self, pool: str, work_dir: Path) -> None:
+        from assft_core.bench.oracle import REFERENCE_PROJECT
+        from assft_core.session.project import open_project
+
+        self.references[pool] = open_project(work_dir / REFERENCE_PROJECT)
 
     def floor(self, pool: str) -> ReferenceRecord:
         from assft_core.bench.oracle import floor_record
@@ -155,13 +173,16 @@ def run_strategy_benchmark(
     log: Log | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    workers: int = 1,
+    executor_factory: Callable[[], Executor] | None = None,
 ) -> BenchmarkOutcome:
     """Run (or continue) the strategy benchmark and write its result files into `out_dir`.
 
     Args:
         cfg: the benchmark's settings (saved; a resume must use the same).
         out_dir: output folder (new or empty, or a benchmark to continue with `resume`).
-        executor: computes the units (`LoopExecutor` in production).
+        executor: computes the units (`LoopExecutor` in production); with `workers` > 1 it
+            prepares each pool's shared `f_0` work and the floors, the workers do the rest.
         command: the argv recorded in the result files.
         device: the device recorded in the result files.
         resume: continue the benchmark in `out_dir`, skipping its finished units.
@@ -169,16 +190,23 @@ def run_strategy_benchmark(
             (partial) results: a long benchmark in pieces.
         png: export the figures as PNG too.
         log: progress lines for people.
-        should_stop: polled before each unit; True stops there and writes the partial results
-            (a cancelled bench job).
+        should_stop: polled before each unit starts; True stops there (units already running
+            finish) and writes the partial results (a cancelled bench job).
         on_progress: called with (fraction of units finished, message) after each unit.
+        workers: units computed at once, each in its own process (runs are independent: every
+            unit has its own project folder and result files). 1 computes them here, in order.
+        executor_factory: a picklable callable that makes an executor in a worker process;
+            needed when `workers` > 1.
 
     Returns:
         The units computed, skipped and remaining, and the files written.
 
     Raises:
         StateError: `out_dir` is not empty without `resume`, or holds another benchmark.
+        ValueError: `workers` < 1, or `workers` > 1 without `executor_factory`.
     """
+    if workers < 1 or (workers > 1 and executor_factory is None):
+        raise ValueError(f"workers must be >= 1 and workers > 1 needs an executor_factory (workers={workers})")
     say = log or (lambda line: None)
     store = RunStore.open(out_dir, cfg, resume=resume)
     note = load_note()
@@ -202,13 +230,17 @@ def run_strategy_benchmark(
         budget[0] -= 1
         return True
 
+    # Pools first, in the main process: each pool's shared f_0 work, then its floor.
+    pending_units: list[Unit] = []
+    prepared: dict[str, Path] = {}
     for pool in cfg.pools:
         pool_runs = [r for r in runs if r.pool == pool]
         refs = [r for r in plan_references(cfg) if r.pool == pool]
         pending = [r for r in pool_runs if not store.is_done(r)] + [r for r in refs if store.reference(r) is None]
         if pending and budget[0] != 0:
             say(f"{pool} pool: f_0 scoring and evaluation (shared by every run)")
-            executor.prepare(pool, store.out_dir / "work" / pool / "f0")
+            prepared[pool] = store.out_dir / "work" / pool / "f0"
+            executor.prepare(pool, prepared[pool])
         for ref in (r for r in refs if r.kind == "floor"):
             if store.reference(ref) is not None:
                 outcome.skipped.append(ref.run_id)
@@ -217,33 +249,137 @@ def run_strategy_benchmark(
                 finished(ref.run_id)
             else:
                 outcome.remaining.append(ref.run_id)
+        # Then every seed's runs and its ceiling, in that order (whole seeds first when stopped).
         for seed in cfg.seeds:
             subset = pool_subset(executor.pool_ids(pool), cfg.subset_fraction, seed, pool)
-            for spec in (r for r in pool_runs if r.seed == seed):
-                if store.is_done(spec):
+            seed_units: list[RunSpec | ReferenceSpec] = [r for r in pool_runs if r.seed == seed]
+            seed_units += [r for r in refs if r.kind == "ceiling" and r.seed == seed]
+            for spec in seed_units:
+                done = store.is_done(spec) if isinstance(spec, RunSpec) else store.reference(spec) is not None
+                if done:
                     outcome.skipped.append(spec.run_id)
-                    continue
-                if not may_compute(spec.run_id):
-                    continue
-                say(f"run {spec.run_id} on {len(subset)} pool cases")
-                start = time.perf_counter()
-                records = executor.run(spec, subset, store.work_dir(spec), lambda rec, s=spec: store.write_round(s, rec))
-                store.finish(spec, records)
-                finished(spec.run_id)
-                say(f"run {spec.run_id} done in {time.perf_counter() - start:.0f} s: "
-                    + ", ".join(f"{r.labelled_count} labels {r.mean_dice:.3f}" for r in records))
-            for ref in (r for r in refs if r.kind == "ceiling" and r.seed == seed):
-                if store.reference(ref) is not None:
-                    outcome.skipped.append(ref.run_id)
-                    continue
-                if not may_compute(ref.run_id):
-                    continue
-                say(f"ceiling {ref.run_id}: all {len(subset)} pool cases labelled, {cfg.ceiling_steps} steps")
-                store.write_reference(ref, executor.ceiling(ref, subset, store.work_dir(ref)))
-                finished(ref.run_id)
+                else:
+                    pending_units.append(Unit(spec, subset))
+
+    def describe(unit: Unit) -> str:
+        if isinstance(unit.spec, RunSpec):
+            return f"run {unit.spec.run_id} on {len(unit.subset)} pool cases"
+        return f"ceiling {unit.spec.run_id}: all {len(unit.subset)} pool cases labelled, {cfg.ceiling_steps} steps"
+
+    if workers == 1:
+        for unit in pending_units:
+            if not may_compute(unit.spec.run_id):
+                continue
+            say(describe(unit))
+            say(compute_unit(executor, store, unit))
+            finished(unit.spec.run_id)
+    else:
+        _compute_in_workers(
+            pending_units, store, executor_factory, prepared, workers, may_compute, finished, describe, say
+        )
+    if outcome.computed:
+        store.log_invocation({
+            "finished_utc": utc_stamp(), "command": list(command), "machine": asdict(machine_info(device)),
+            "load": note, "workers": workers, "units": list(outcome.computed),
+        })
     outcome.reports = write_results(cfg, store, runs, command=command, device=device, note=note, png=png,
                                     remaining=len(outcome.remaining))
     return outcome
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a run or a ceiling, on its seed's pool subset."""
+
+    spec: RunSpec | ReferenceSpec
+    subset: list[str]
+
+
+def compute_unit(executor: Executor, store: RunStore, unit: Unit) -> str:
+    """Compute one unit with `executor` and store its result; returns a line for people."""
+    start = time.perf_counter()
+    spec = unit.spec
+    if isinstance(spec, RunSpec):
+        records = executor.run(spec, unit.subset, store.work_dir(spec), lambda rec: store.write_round(spec, rec))
+        store.finish(spec, records)
+        scores = ", ".join(f"{r.labelled_count} labels {r.mean_dice:.3f}" for r in records)
+    else:
+        record = executor.ceiling(spec, unit.subset, store.work_dir(spec))
+        store.write_reference(spec, record)
+        scores = f"{record.labelled_count} labels {record.mean_dice:.3f}"
+    return f"{spec.run_id} done in {time.perf_counter() - start:.0f} s: {scores}"
+
+
+# The executor of a worker process, made once per process by `_start_worker`.
+_WORKER_EXECUTOR: Executor | None = None
+
+
+def _start_worker(factory: Callable[[], Executor], prepared: dict[str, Path], threads: int) -> None:
+    global _WORKER_EXECUTOR
+    import torch
+
+    # Workers share the machine's cores: without this each would start one thread per core.
+    torch.set_num_threads(threads)
+    _WORKER_EXECUTOR = factory()
+    for pool, work_dir in prepared.items():
+        _WORKER_EXECUTOR.attach(pool, work_dir)
+
+
+def _worker_unit(store_dir: Path, unit: Unit) -> str:
+    assert _WORKER_EXECUTOR is not None, "worker started without _start_worker"
+    return compute_unit(_WORKER_EXECUTOR, RunStore(store_dir), unit)
+
+
+def _compute_in_workers(
+    units: list[Unit],
+    store: RunStore,
+    factory: Callable[[], Executor] | None,
+    prepared: dict[str, Path],
+    workers: int,
+    may_compute: Callable[[str], bool],
+    finished: Callable[[str], None],
+    describe: Callable[[Unit], str],
+    say: Log,
+) -> None:
+    """Compute `units` in `workers` processes, at most `workers` at a time, in order.
+
+    A unit is handed out only when a worker is free, so `max_units` and `should_stop` act as in
+    the sequential loop. A failed unit stops the hand-out; the units running finish, then the
+    error is raised.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn: a fork of a process holding torch (and maybe CUDA) state is not safe.
+    context = multiprocessing.get_context("spawn")
+    queue = list(units)
+    running: dict[Future[str], Unit] = {}
+    error: BaseException | None = None
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(factory, prepared, threads)) as pool:
+        while queue or running:
+            while queue and error is None and len(running) < workers:
+                unit = queue.pop(0)
+                if may_compute(unit.spec.run_id):
+                    say(describe(unit))
+                    running[pool.submit(_worker_unit, store.out_dir, unit)] = unit
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                unit = running.pop(future)
+                try:
+                    say(future.result())
+                except BaseException as exc:  # stop handing out; re-raised once the others finish
+                    error = error or exc
+                    continue
+                finished(unit.spec.run_id)
+            if error is not None:
+                queue.clear()
+    if error is not None:
+        raise error
 
 
 def write_results(
@@ -263,7 +399,16 @@ def write_results(
     status = f"complete: {len(done)} of {len(runs)} runs" if not remaining else (
         f"PARTIAL: {len(done)} of {len(runs)} runs done, {remaining} unit(s) still to run (continue with --resume)"
     )
-    machine = machine_info(device)
+    # The machine and command that computed the units (the last invocation that computed any),
+    # not the ones that merely rebuilt these files; earlier computing invocations are named too.
+    computing = store.invocations()
+    machine = Machine(**computing[-1]["machine"]) if computing else machine_info(device)
+    if computing:
+        command, note = computing[-1]["command"], computing[-1]["load"]
+        if len(computing) > 1:
+            note += "; units computed in {} invocations: {}".format(len(computing), "; ".join(
+                f"{len(c['units'])} on {c['machine']['device']} ({c['machine']['cpu_count']} CPUs) at {c['finished_utc']}"
+                for c in computing))
     reports: dict[str, WrittenReport] = {}
     comparison = [rec for spec in comparison_runs(cfg, done) for rec in store.records(spec)]
     if comparison or refs:

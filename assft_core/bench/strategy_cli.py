@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -92,8 +93,12 @@ def run_benchmark(
     log: Log | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    workers: int = 1,
 ) -> BenchmarkOutcome:
     """Run the benchmark with the loop executor on the demo model unless `model` is given.
+
+    `workers` > 1 computes that many runs at once, each in its own process (a many-core machine,
+    or one GPU shared by several runs); the pools' shared `f_0` work is made first, here.
 
     Raises:
         ModelError: when no model is given and the demo model is missing.
@@ -105,10 +110,14 @@ def run_benchmark(
     RunStore.check(out, cfg, resume=resume)  # before building corpora or loading models
     model_dir = Path(model) if model else demo_model_dir()
     resolved = str(resolve_device(device))
-    executor = LoopExecutor(cfg, demo_datasets(cfg, datasets, log), model_dir, resolved, log=log)
+    built = demo_datasets(cfg, datasets, log)
+    executor = LoopExecutor(cfg, built, model_dir, resolved, log=log)
+    # Workers make their own executor (no log: their lines would interleave; the main process
+    # reports each finished unit).
+    factory = functools.partial(LoopExecutor, cfg, built, model_dir, resolved)
     return run_strategy_benchmark(
         cfg, out, executor, command=command, device=resolved, resume=resume, max_units=max_units, png=png,
-        log=log, should_stop=should_stop, on_progress=on_progress,
+        log=log, should_stop=should_stop, on_progress=on_progress, workers=workers, executor_factory=factory,
     )
 
 
@@ -121,7 +130,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     outcome = run_benchmark(
         cfg, out, datasets=parse_datasets(args.dataset), model=Path(args.model) if args.model else None,
         device=args.device, command=command_line(), resume=args.resume, max_units=args.max_units,
-        png=not args.no_png, log=lambda line: print(line, flush=True),
+        png=not args.no_png, log=lambda line: print(line, flush=True), workers=args.workers,
     )
     print(f"{len(outcome.computed)} unit(s) computed, {len(outcome.skipped)} already done, {len(outcome.remaining)} left")
     for stem, written in outcome.reports.items():

@@ -58,7 +58,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_demo_corpus: Path, tiny_model: Path):
     """The `tiny` preset (assft and random, 1 seed, 1 round × 1 label, 2 steps, ceiling and
-    floor) through the real loop on the tiny demo corpus; returns (config, out folder, outcome).
+    floor) through the real loop on the tiny demo corpus, its runs and ceiling in two worker
+    processes (the path of `--workers`); returns (config, out folder, outcome).
 
     Treat the folder as read-only: tests that change it work on a copy.
     """
@@ -70,5 +71,6 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_demo_corpus: Path,
     outcome = run_benchmark(
         cfg, out, datasets={"unbalanced": tiny_demo_corpus}, model=tiny_model, device="cpu",
         command=["assft", "bench", "strategies", "--config", "tiny"], resume=False, png=False,
+        workers=2,
     )
     return cfg, out, outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -102,6 +103,9 @@ class CountingExecutor:
     def prepare(self, pool: str, work_dir: Path) -> None:
         self.calls.append(f"prepare {pool}")
 
+    def attach(self, pool: str, work_dir: Path) -> None:
+        self.calls.append(f"attach {pool}")
+
     def floor(self, pool: str) -> ReferenceRecord:
         self.calls.append(f"floor {pool}")
         return ReferenceRecord("floor", pool, 0, 0, 0.5, {}, {}, None, 0, {})
@@ -168,6 +172,58 @@ def test_max_units_writes_partial_results_and_says_so(tmp_path: Path) -> None:
     assert outcome.remaining == ["unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
     result = load_results(tmp_path / "b" / "strategies.json")
     assert result.note.startswith("PARTIAL: 1 of 2 runs") and {r.strategy for r in result.records} == {"random"}
+
+
+def test_workers_store_the_same_results_as_one_process(tmp_path: Path) -> None:
+    cfg = preset("tiny")
+    one = run_strategy_benchmark(cfg, tmp_path / "one", CountingExecutor(), command=["x"], device="cpu", png=False)
+    main_executor = CountingExecutor()
+    two = run_strategy_benchmark(cfg, tmp_path / "two", main_executor, command=["x"], device="cpu", png=False,
+                                 workers=2, executor_factory=CountingExecutor)
+    # The main process only prepares the pool and reads the floor; the workers did the rest.
+    assert main_executor.calls == ["prepare unbalanced", "floor unbalanced"]
+    assert sorted(two.computed) == sorted(one.computed) and two.remaining == []
+    for spec in plan_runs(cfg):
+        assert RunStore(tmp_path / "two").records(spec) == RunStore(tmp_path / "one").records(spec)
+    assert load_results(tmp_path / "two" / "strategies.json").records == load_results(
+        tmp_path / "one" / "strategies.json").records
+
+
+def test_workers_respect_max_units_and_surface_a_failed_run(tmp_path: Path) -> None:
+    cfg = preset("tiny")
+    outcome = run_strategy_benchmark(cfg, tmp_path / "b", CountingExecutor(), command=["x"], device="cpu", png=False,
+                                     max_units=1, workers=2, executor_factory=CountingExecutor)
+    assert outcome.computed == ["unbalanced/floor/seed-0", "unbalanced/random/none/seed-0"]
+    assert outcome.remaining == ["unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
+
+    failing = functools.partial(CountingExecutor, fail_on="unbalanced/assft/none/seed-0")
+    with pytest.raises(KeyboardInterrupt):
+        run_strategy_benchmark(cfg, tmp_path / "b", CountingExecutor(), command=["x"], device="cpu", png=False,
+                               resume=True, workers=2, executor_factory=failing)
+    killed = tmp_path / "b" / "runs" / "unbalanced" / "assft" / "none" / "seed-0"
+    assert (killed / "round-000.json").is_file() and not (killed / RUN_FILE).exists()
+    # The ceiling, handed out beside the failing run, still finished and was stored.
+    assert RunStore(tmp_path / "b").reference(ReferenceSpec("unbalanced", "ceiling", 0)) is not None
+    with pytest.raises(ValueError, match="executor_factory"):
+        run_strategy_benchmark(cfg, tmp_path / "c", CountingExecutor(), command=["x"], device="cpu", workers=2)
+
+
+def test_results_name_the_machine_that_computed_the_units(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["assft", "bench", "on-gpu"],
+                           device="cuda:0", max_units=1, png=False)
+    # Rebuilding the files elsewhere (no unit computed) keeps the computing machine and command.
+    run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["assft", "rebuild"], device="cpu",
+                           resume=True, max_units=0, png=False)
+    result = load_results(out / "strategies.json")
+    assert result.machine.device == "cuda:0" and result.command == ["assft", "bench", "on-gpu"]
+    # A second computing invocation becomes the named one; both are listed in the note.
+    run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["assft", "bench", "cpu"], device="cpu",
+                           resume=True, png=False)
+    result = load_results(out / "strategies.json")
+    assert result.machine.device == "cpu" and result.command == ["assft", "bench", "cpu"]
+    assert "units computed in 2 invocations: 2 on cuda:0" in result.note and result.note.startswith("complete")
+    assert len(RunStore(out).invocations()) == 2
 
 
 def test_output_folder_is_never_reused_by_accident(tmp_path: Path, capsys) -> None:
