@@ -191,6 +191,9 @@ class ProjectConfig:
         heartbeat_s: a running job writes its heartbeat to the store every this many seconds.
         stale_after_s: a job whose heartbeat is older than this (s) and whose process is gone is
             marked dead (resumable from its last checkpoint).
+        score_test_cases: each round's scoring pass scores the test split too, for the
+            dashboard's views (its heatmaps and embedding); never used by a query. Benchmarks turn
+            it off: a quarter of the pass they would never look at.
     """
 
     budget: int = 2
@@ -199,6 +202,7 @@ class ProjectConfig:
     seed: int = 0
     heartbeat_s: float = 2.0
     stale_after_s: float = 30.0
+    score_test_cases: bool = True
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     query: QueryConfig = field(default_factory=QueryConfig)

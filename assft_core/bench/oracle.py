@@ -77,9 +77,11 @@ class PoolInputs:
 
 def project_config(cfg: StrategyBenchConfig, strategy: str, seed: int, mode: SSFTMode, device: str) -> ProjectConfig:
     """The project settings of one run: the benchmark's budget, rounds and training, the run's
-    strategy, and its seed for the strategy and for training."""
+    strategy, and its seed for the strategy and for training. Test cases are evaluated, never
+    scored: no one looks at their heatmaps in a benchmark."""
     return ProjectConfig(
         budget=cfg.budget,
+        score_test_cases=False,
         planned_rounds=cfg.rounds,
         strategy=strategy,
         seed=seed,

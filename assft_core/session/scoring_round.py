@@ -5,7 +5,8 @@ once for the whole project (its table is keyed by f_0's bytes and reused every r
 entries by content and preprocessing too); from round 1 on f_t, the latest fine-tuned model,
 scores them again. The strategies then read one table per round: KG and z from f_0, ASD,
 entropies and confidence from f_t (`query_table`). Test cases are scored for display only: the
-strategies are given pool ids, and KG's medians are over pool cases alone.
+strategies are given pool ids, and KG's medians are over pool cases alone; a project whose
+`score_test_cases` is off (a benchmark's) leaves them out.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def score_round(project: Project, sink: ProgressSink, *, device: str = "auto", e
             f"cannot score: round {info.idx} is '{info.state.value}'; allowed next step: {rounds.NEXT_STEP[info.state]}."
         )
     pool = list_cases(project, Split.POOL)
-    test = list_cases(project, Split.TEST)
+    test = list_cases(project, Split.TEST) if project.config.score_test_cases else []
     if not pool:
         raise StateError(f"{project.folder} has no usable pool case to score; `assft status` lists the problems.")
     pre_cfg = workspace.preprocess_settings(project)

@@ -118,3 +118,22 @@ def test_train_refuses_before_labels_and_names_next_step(scored_project) -> None
 def test_export_without_trained_model_is_refused(tmp_path: Path, scored_project) -> None:
     run = run_cli("export", "-p", scored_project.folder, tmp_path / "out")
     assert run.code == 1 and "no trained model" in run.err and not (tmp_path / "out").exists()
+
+
+def test_scoring_without_test_cases_scores_the_pool_only(fresh_project) -> None:
+    import dataclasses
+
+    from assft_core.session.project import save_config
+    from assft_core.session.scoring_round import score_round
+
+    class Quiet:
+        def progress(self, fraction: float, message: str = "", **metrics: object) -> None:
+            pass
+
+        def should_stop(self) -> bool:
+            return False
+
+    project = save_config(fresh_project, dataclasses.replace(fresh_project.config, score_test_cases=False))
+    summary = score_round(project, Quiet(), device="cpu")
+    table = ScoreTable.load(project.resolve(rounds.current_round(project).score_table))
+    assert summary.n_test == 0 and sorted(table.case_ids) == sorted(c.case_id for c in list_cases(project, Split.POOL))
