@@ -131,6 +131,9 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
                    help="compute at most N runs/ceilings now, then write partial results (continue with --resume; "
                    "0 only rebuilds the result files)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG export of the figures")
+    p.add_argument("--stop-after", type=float, metavar="MIN",
+                   help="start no new run after MIN minutes (running ones finish), then write partial results: "
+                   "fits a benchmark into a job's time limit (continue with --resume)")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="runs computed at once, each in its own process (default 1; e.g. 8-16 on a GPU machine)")
     p.set_defaults(func=_run_strategies)

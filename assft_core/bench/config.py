@@ -9,13 +9,13 @@ Presets (`PRESETS`):
 
 - `tiny`: the tests' size (tiny demo corpus, 2 strategies, 1 seed, 1 round, a few steps).
 - `default`: meant to finish within 25 minutes on an idle 2-core CPU: unbalanced pool (40 cases,
-  32 per seed), strategies assft / random / coreset, 3 seeds, 2 rounds × 2 labels, 30 supervised
-  steps a round (batch 2 × 64³), SSFT mode `none`; ceiling (60 steps) and floor. Round 1's scoring
-  pass over 44 cases and the two evaluations cost more than the training: docs/benchmarks.md
-  gives the estimate (16–26 min) from DATA.md's idle step and forward times.
-- `full`: all eight strategies, both pools, 3 seeds, 5 rounds × 2 labels, the method's SSFT
-  (`selective`, 200 + 100 steps) and the SSFT ablation over the five modes at `assft`. Hours on
-  this CPU: resumable in pieces (`--resume`), or run it on a GPU machine.
+  32 per seed), strategies assft / random / coreset, 3 seeds, 2 rounds × 2 labels, 100 supervised
+  steps a round (batch 2 × 64³), SSFT mode `none`; ceiling (200 steps) and floor.
+- `full`: all eight strategies, both pools (unbalanced first: whole seeds of the pool active
+  learning is for come first when a run is cut short), 3 seeds, 3 rounds × 2 labels (6 labels,
+  METHOD.md §5's calibration point), the method's SSFT (`selective`, 200 + 100 steps a round)
+  and the SSFT ablation over the five modes at `assft`; ceiling (900 steps) and floor. Hours on
+  this CPU: run it on a GPU machine with `--workers`, or resumably in pieces (`--resume`).
 """
 
 from __future__ import annotations
@@ -129,12 +129,12 @@ PRESETS: dict[str, StrategyBenchConfig] = {
         batch_size=1,
         patch_size=(16, 16, 16),
     ),
-    "default": StrategyBenchConfig(name="default", supervised_steps=30),
+    "default": StrategyBenchConfig(name="default", supervised_steps=100),
     "full": StrategyBenchConfig(
         name="full",
-        pools=("balanced", "unbalanced"),
+        pools=("unbalanced", "balanced"),
         strategies=ALL_STRATEGIES,
-        rounds=5,
+        rounds=3,
         supervised_steps=200,
         ssft_steps=100,
         ssft_mode=SSFTMode.SELECTIVE,

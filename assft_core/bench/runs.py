@@ -125,10 +125,12 @@ class RunStore:
         path = self.out_dir / INVOCATIONS_FILE
         return list(_read(path)) if path.is_file() else []
 
-    def log_invocation(self, entry: dict[str, Any]) -> Path:
-        """Append one invocation (JSON-ready: when, command, machine, load, units computed), so the
-        result files name the machine that computed the units, not the one that last rebuilt them."""
-        return atomic_write_json(self.out_dir / INVOCATIONS_FILE, [*self.invocations(), entry])
+    def log_invocation(self, entry: dict[str, Any], *, replace_last: bool = False) -> Path:
+        """Append one invocation (JSON-ready: when, command, machine, load, units computed), or
+        update the last one (`replace_last`, as its units finish), so the result files name the
+        machine that computed the units, not the one that last rebuilt them."""
+        logged = self.invocations()
+        return atomic_write_json(self.out_dir / INVOCATIONS_FILE, [*logged[: -1 if replace_last else None], entry])
 
 
 def _read(path: Path) -> Any:

@@ -215,8 +215,16 @@ def run_strategy_benchmark(
     budget = [max_units if max_units is not None else -1]
     n_units = len(runs) + len(plan_references(cfg))
 
+    invocation = {
+        "started_utc": utc_stamp(), "finished_utc": None, "command": list(command),
+        "machine": asdict(machine_info(device)), "load": note, "workers": workers, "units": [],
+    }
+
     def finished(unit_id: str) -> None:
         outcome.computed.append(unit_id)
+        # Logged as each unit finishes, so a killed invocation still names its machine.
+        invocation.update(units=list(outcome.computed), finished_utc=utc_stamp())
+        store.log_invocation(invocation, replace_last=len(outcome.computed) > 1)
         if on_progress is not None:
             done = len(outcome.computed) + len(outcome.skipped)
             on_progress(done / n_units, f"{done}/{n_units} units: {unit_id} done")
@@ -277,11 +285,6 @@ def run_strategy_benchmark(
         _compute_in_workers(
             pending_units, store, executor_factory, prepared, workers, may_compute, finished, describe, say
         )
-    if outcome.computed:
-        store.log_invocation({
-            "finished_utc": utc_stamp(), "command": list(command), "machine": asdict(machine_info(device)),
-            "load": note, "workers": workers, "units": list(outcome.computed),
-        })
     outcome.reports = write_results(cfg, store, runs, command=command, device=device, note=note, png=png,
                                     remaining=len(outcome.remaining))
     return outcome

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -121,6 +122,14 @@ def run_benchmark(
     )
 
 
+def _deadline(minutes: float | None) -> Callable[[], bool] | None:
+    """A `should_stop` that turns True `minutes` from now (None: never stop)."""
+    if minutes is None:
+        return None
+    end = time.monotonic() + 60.0 * minutes
+    return lambda: time.monotonic() > end
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """The body of `assft bench strategies`; returns the exit code."""
     from assft_core.bench.report import command_line
@@ -131,6 +140,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         cfg, out, datasets=parse_datasets(args.dataset), model=Path(args.model) if args.model else None,
         device=args.device, command=command_line(), resume=args.resume, max_units=args.max_units,
         png=not args.no_png, log=lambda line: print(line, flush=True), workers=args.workers,
+        should_stop=_deadline(args.stop_after),
     )
     print(f"{len(outcome.computed)} unit(s) computed, {len(outcome.skipped)} already done, {len(outcome.remaining)} left")
     for stem, written in outcome.reports.items():

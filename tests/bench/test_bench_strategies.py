@@ -248,4 +248,16 @@ def test_plan_shares_subsets_and_counts_runs() -> None:
     # 8 strategies × 3 seeds × 2 pools, plus the ablation's 4 modes other than the comparison's.
     assert len(runs) == 8 * 3 * 2 + 4 * 3 * 2 == len(set(runs))
     assert len(plan_runs(preset("default"))) == 3 * 3
-    assert preset("default").ceiling_steps == 2 * 30 and full.ceiling_steps == 5 * (200 + 100)
+    assert preset("default").ceiling_steps == 2 * 100 and full.ceiling_steps == 3 * (200 + 100)
+
+
+def test_stop_after_starts_no_run_past_the_deadline(tmp_path: Path, tiny_demo_corpus: Path, tiny_model: Path,
+                                                     capsys) -> None:
+    out = tmp_path / "b"
+    code = main(["bench", "strategies", "--config", "tiny", "--out", str(out), "--dataset",
+                 f"unbalanced={tiny_demo_corpus}", "--model", str(tiny_model), "--device", "cpu", "--no-png",
+                 "--stop-after", "0"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "1 unit(s) computed, 0 already done, 3 left" in printed and "--resume" in printed
+    result = load_results(out / "strategies.json")
+    assert result.note.startswith("PARTIAL: 0 of 2 runs") and [r.kind for r in result.references] == ["floor"]
