@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from assft_core.config import InferenceConfig, QueryConfig
+from assft_core.config import InferenceConfig, QueryConfig, SSFTMode
 from assft_core.errors import AssftError
 
 
@@ -123,8 +123,15 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategies", nargs="+", metavar="NAME", help="override the preset's strategies")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="override the preset's seeds")
     p.add_argument("--pools", nargs="+", choices=["balanced", "unbalanced"], help="override the preset's pools")
+    p.add_argument("--supervised-steps", type=_positive, metavar="S", help="override S, supervised steps a round")
+    p.add_argument("--ssft-steps", type=_non_negative, metavar="S_U", help="override S_u, SSFT steps a round")
+    p.add_argument("--ssft-mode", choices=[m.value for m in SSFTMode],
+                   help="override the comparison's SSFT mode (e.g. none with --supervised-steps S+S_u: a step-matched "
+                   "control for the SSFT ablation)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the full-supervision ceiling runs")
     p.add_argument("--dataset", action="append", default=[], metavar="POOL=DIR",
-                   help="nnU-Net v2 dataset of a pool (default: the demo corpus, built into <out>/corpus/<pool>)")
+                   help="nnU-Net v2 dataset of a pool (default: the demo corpus, built once into "
+                   "demo_data/<pool>-<size>)")
     p.add_argument("--model", metavar="DIR", help="f_0's model folder (default: the shipped demo model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
     p.add_argument("--max-units", type=_non_negative, metavar="N",

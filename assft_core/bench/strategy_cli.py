@@ -19,33 +19,29 @@ from assft_core.errors import AssftError
 Log = Callable[[str], None]
 
 
-def bench_config(
-    name: str,
-    *,
-    ssft: bool = False,
-    strategies: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    pools: Sequence[str] | None = None,
-) -> StrategyBenchConfig:
+def bench_config(name: str, *, ssft: bool = False, **overrides: object) -> StrategyBenchConfig:
     """The preset `name` with the command line's overrides.
 
+    Args:
+        name: preset name.
+        ssft: add the SSFT ablation over the five modes (`--ssft`).
+        overrides: `StrategyBenchConfig` fields to change (strategies, seeds, pools,
+            supervised_steps, ssft_steps, ssft_mode, ...); None leaves the preset's value.
+
     Raises:
-        AssftError: for an unknown preset or strategy name.
+        AssftError: for an unknown preset, field or strategy name, or an invalid value.
     """
     from assft_core.query.strategies import list_strategies
 
     cfg = preset(name)
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(StrategyBenchConfig)}
+    if set(changes) - fields:
+        raise AssftError(f"unknown benchmark setting(s) {sorted(set(changes) - fields)}; known: {sorted(fields)}.")
     known = list_strategies()
-    unknown = [s for s in strategies or () if s not in known]
+    unknown = [s for s in changes.get("strategies", ()) if s not in known]  # type: ignore[attr-defined]
     if unknown:
         raise AssftError(f"unknown strategy name(s) {unknown}; registered: {', '.join(known)}.")
-    changes: dict[str, object] = {}
-    if strategies:
-        changes["strategies"] = tuple(strategies)
-    if seeds:
-        changes["seeds"] = tuple(seeds)
-    if pools:
-        changes["pools"] = tuple(pools)
     cfg = dataclasses.replace(cfg, **changes) if changes else cfg
     return cfg.with_ablation() if ssft else cfg
 
@@ -134,7 +130,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     """The body of `assft bench strategies`; returns the exit code."""
     from assft_core.bench.report import command_line
 
-    cfg = bench_config(args.config, ssft=args.ssft, strategies=args.strategies, seeds=args.seeds, pools=args.pools)
+    cfg = bench_config(
+        args.config, ssft=args.ssft, strategies=args.strategies, seeds=args.seeds, pools=args.pools,
+        supervised_steps=args.supervised_steps, ssft_steps=args.ssft_steps, ssft_mode=args.ssft_mode,
+        ceiling=False if args.no_ceiling else None,
+    )
     out = Path(args.out or f"bench-{cfg.name}")
     outcome = run_benchmark(
         cfg, out, datasets=parse_datasets(args.dataset), model=Path(args.model) if args.model else None,

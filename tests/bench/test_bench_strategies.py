@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from assft_core.bench.config import preset
-from assft_core.bench.plan import ReferenceSpec, RunSpec, plan_runs, pool_subset
+from assft_core.bench.plan import ReferenceSpec, RunSpec, plan_references, plan_runs, pool_subset
 from assft_core.bench.runs import RUN_FILE, RunStore
 from assft_core.bench.schema import ReferenceRecord, RoundRecord, load_results, validate_result
 from assft_core.bench.strategies import run_strategy_benchmark
@@ -261,3 +261,21 @@ def test_stop_after_starts_no_run_past_the_deadline(tmp_path: Path, tiny_demo_co
     assert code == 0 and "1 unit(s) computed, 0 already done, 3 left" in printed and "--resume" in printed
     result = load_results(out / "strategies.json")
     assert result.note.startswith("PARTIAL: 0 of 2 runs") and [r.kind for r in result.references] == ["floor"]
+
+
+def test_command_line_overrides_change_only_what_they_name() -> None:
+    from assft_core.bench.strategy_cli import bench_config
+    from assft_core.errors import AssftError
+
+    full = preset("full")
+    control = bench_config("full", pools=["unbalanced"], strategies=["assft"], ssft_mode="none",
+                           supervised_steps=300, ceiling=False, seeds=None)
+    assert control.ssft_mode is SSFTMode.NONE and control.supervised_steps == 300 and not control.ceiling
+    assert control.pools == ("unbalanced",) and control.seeds == full.seeds and control.rounds == full.rounds
+    assert control.ceiling_steps == 3 * 300 and [r.kind for r in plan_references(control)] == ["floor"]
+    with pytest.raises(AssftError, match="unknown strategy"):
+        bench_config("full", strategies=["nope"])
+    with pytest.raises(AssftError, match="SSFT modes"):
+        bench_config("full", ssft_mode="sometimes")
+    with pytest.raises(AssftError, match="unknown benchmark setting"):
+        bench_config("full", epochs=3)
