@@ -11,7 +11,7 @@ from app.presenters import describe_pick, pick_numbers
 from app.ui import guard, require_project, round_banner
 from assft_core.query.strategies import get_strategy, list_strategies
 from assft_core.query.table import ScoreTable
-from assft_core.session import rounds
+from assft_core.session import labels, rounds
 from assft_core.session.project import Project
 from assft_core.session.query import propose_round, swap_pick
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
@@ -64,7 +64,8 @@ def picks_section(project: Project, info: RoundInfo) -> None:
     if not picks:
         st.info("No pick yet this round: propose picks above.")
         return
-    table = pd.DataFrame([pick_numbers(q.rank, q.case_id, q.status.value, q.explanation) for q in picks])
+    labelled = labels.current_labels(project)
+    table = pd.DataFrame([pick_numbers(q.rank, q.case_id, q.shown_status(labelled), q.explanation) for q in picks])
     st.dataframe(table, hide_index=True)
     deciding = info.state is RoundState.PROPOSED
     pending = [q for q in picks if q.status is QueryStatus.PROPOSED]
@@ -75,7 +76,7 @@ def picks_section(project: Project, info: RoundInfo) -> None:
     for q in picks:
         live = q.status in (QueryStatus.PROPOSED, QueryStatus.APPROVED)
         with st.container(border=True):
-            st.markdown(f"**#{q.rank} · {q.case_id}** — {q.status.value} ({q.strategy})")
+            st.markdown(f"**#{q.rank} · {q.case_id}** — {q.shown_status(labelled)} ({q.strategy})")
             with st.expander("Why this case", expanded=live):
                 st.markdown("  \n".join(describe_pick(q.explanation)))
             if not (deciding and live):

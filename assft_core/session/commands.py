@@ -162,8 +162,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()))
     info = history[-1]
     print(f"round {info.idx}: {info.state.value}  → next: {rounds.NEXT_STEP[info.state]}")
+    labelled = labels.current_labels(project)
     for q in rounds.list_queries(project):
-        print(f"  #{q.rank:<3} {q.case_id:<24} {q.status.value:<9} ({q.strategy})")
+        print(f"  #{q.rank:<3} {q.case_id:<24} {q.shown_status(labelled):<9} ({q.strategy})")
     recent = jobs.list_jobs(project)[:5]
     if recent:
         print("\njobs (newest first):")
@@ -201,7 +202,8 @@ def _print_jobs(rows: list[jobs.JobInfo]) -> None:
     print(f"{'id':>4} {'kind':<10} {'status':<9} {'progress':>8}  {'heartbeat':>9}  message")
     now = time.time()
     for j in rows:
-        beat = f"{now - j.heartbeat:.0f}s ago" if j.heartbeat else "-"
+        # A finished job's last heartbeat says nothing; only a live one's age tells whether it still runs.
+        beat = f"{now - j.heartbeat:.0f}s ago" if j.heartbeat and j.status in jobs.ACTIVE else "-"
         print(f"{j.id:>4} {j.kind:<10} {j.status.value:<9} {j.progress:>7.0%}  {beat:>9}  {j.message}")
 
 

@@ -58,6 +58,8 @@ def propose_round(project: Project, strategy: str | None = None, budget: int | N
         StateError: when the round is not `scored` / `proposed`, or has no stored scores.
     """
     name = strategy or project.config.strategy
+    # The state first: a later round's approved picks must not read as "live picks" here.
+    rounds.check_state(project, {rounds.RoundState.SCORED, rounds.RoundState.PROPOSED}, "propose picks")
     pool = rounds.round_pool(project)
     wanted = (project.config.budget if budget is None else budget) - len(pool.fixed)
     if wanted <= 0:

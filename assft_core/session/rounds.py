@@ -88,6 +88,12 @@ class Query:
     rank: int
     explanation: dict[str, Any]
 
+    def shown_status(self, labelled: Iterable[str]) -> str:
+        """The status people see: `labelled` once an approved pick has a label, else the stored one."""
+        if self.status is QueryStatus.APPROVED and self.case_id in set(labelled):
+            return "labelled"
+        return self.status.value
+
 
 @dataclass(frozen=True)
 class RoundPool:
@@ -127,6 +133,16 @@ def current_round(project: Project) -> RoundInfo:
     """The latest round."""
     with store.reading(project.db) as conn:
         return _round_info(_latest(conn))
+
+
+def check_state(project: Project, allowed: set[RoundState], action: str) -> int:
+    """The current round index if its state is in `allowed` (a check before slow work).
+
+    Raises:
+        StateError: naming the round's state and its next step otherwise.
+    """
+    with store.reading(project.db) as conn:
+        return require_state(conn, allowed, action)
 
 
 def list_rounds(project: Project) -> list[RoundInfo]:

@@ -74,6 +74,14 @@ def test_cli_init_status_query_label(tmp_path: Path, capsys, monkeypatch) -> Non
     assert main(["status", "--project", str(proj)]) == 0
     out = capsys.readouterr().out
     assert "round 0: labelled" in out and "labels by source: expert 1, oracle 1" in out
+    # Each labelled pick reads `labelled`, not the `approved` it was stored with.
+    pick_lines = [line for line in out.splitlines() if line.strip().startswith("#")]
+    assert len(pick_lines) == 3 and sum(" labelled " in line for line in pick_lines) == 2  # + the swapped one
+    assert not any(" approved " in line for line in pick_lines)
+    # Asking for picks now names the round's state and its next step, not the picks.
+    assert main(["query"]) == 1
+    err = capsys.readouterr().err
+    assert "round 0 is 'labelled'" in err and "assft train" in err and "live pick" not in err
     sources = {c: v.source for c, v in labels.current_labels(open_project(proj)).items()}
     assert sources == {live[0]: "expert", live[1]: "oracle"}
 
