@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import describe_pick, pick_numbers
-from app.ui import guard, require_project, round_banner
+from app.ui import NEXT_STEP_UI, guard, require_project, round_banner
 from assft_core.query.strategies import get_strategy, list_strategies
 from assft_core.query.table import ScoreTable
 from assft_core.session import labels, rounds
@@ -126,4 +126,7 @@ if scores is not None:
     scores_section(project, scores)
 if info.state in PICKING_STATES:
     proposal_section(project, info)
+else:  # keep the steps' numbering: say why step 2 is closed
+    st.subheader("2 · Propose picks")
+    st.caption(f"Closed: round {info.idx} is '{info.state.value}'; next: {NEXT_STEP_UI[info.state]}.")
 picks_section(project, info)

@@ -49,6 +49,9 @@ def test_propose_shows_explained_picks_and_approve_reject_update_the_store(run_p
     assert not at.exception
     assert _statuses(oracle_project) == {first.case_id: "approved", second.case_id: "rejected"}
     assert rounds.current_round(oracle_project).state is RoundState.APPROVED
+    # The steps keep their numbers: step 2 says it is closed and what comes next.
+    assert [h.value for h in at.subheader][:3] == ["1 · Score the pool", "2 · Propose picks", "3 · Review the picks"]
+    assert any("Closed: round 0 is 'approved'" in c.value and "**Labels** page" in c.value for c in at.caption)
 
 
 def test_swap_replaces_a_pick_and_a_larger_budget_proposes_more(run_page, oracle_project) -> None:
