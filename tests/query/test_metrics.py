@@ -78,10 +78,12 @@ def test_ball_kernel_and_dilation_match_scipy():
     rng = np.random.default_rng(0)
     masks = rng.random((2, 12, 10, 9)) > 0.97
     masks[0, 0, 0, 0] = True  # a seed on the border: outside counts as background
-    got = dilate_ball(torch.from_numpy(masks), 2).numpy()
-    struct = ball_kernel(2).numpy() > 0
-    for i in range(2):
-        np.testing.assert_array_equal(got[i], ndimage.binary_dilation(masks[i], structure=struct))
+    for radius in (1, 2, 3, 4):  # the run decomposition is exact for any radius
+        got = dilate_ball(torch.from_numpy(masks), radius).numpy()
+        struct = ball_kernel(radius).numpy() > 0
+        for i in range(2):
+            np.testing.assert_array_equal(got[i], ndimage.binary_dilation(masks[i], structure=struct))
+    np.testing.assert_array_equal(dilate_ball(torch.from_numpy(masks), 0).numpy(), masks)
 
 
 def test_voxel_entropy_bounds():
