@@ -128,7 +128,9 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ssft-mode", choices=[m.value for m in SSFTMode],
                    help="override the comparison's SSFT mode (e.g. none with --supervised-steps S+S_u: a step-matched "
                    "control for the SSFT ablation)")
+    p.add_argument("--rounds", type=_positive, metavar="T", help="override T, query rounds a run")
     p.add_argument("--no-ceiling", action="store_true", help="skip the full-supervision ceiling runs")
+    p.add_argument("--no-ablation", action="store_true", help="skip the preset's SSFT ablation runs")
     p.add_argument("--dataset", action="append", default=[], metavar="POOL=DIR",
                    help="nnU-Net v2 dataset of a pool (default: the demo corpus, built once into "
                    "demo_data/<pool>-<size>)")

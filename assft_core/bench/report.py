@@ -62,6 +62,8 @@ def machine_info(device: str) -> Machine:
     """Where this benchmark runs (timings mean nothing without it)."""
     import torch
 
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"  # which GPU matters
     return Machine(
         platform=platform.platform(),
         python=platform.python_version(),

@@ -133,7 +133,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     cfg = bench_config(
         args.config, ssft=args.ssft, strategies=args.strategies, seeds=args.seeds, pools=args.pools,
         supervised_steps=args.supervised_steps, ssft_steps=args.ssft_steps, ssft_mode=args.ssft_mode,
-        ceiling=False if args.no_ceiling else None,
+        rounds=args.rounds, ceiling=False if args.no_ceiling else None, ablation_modes=() if args.no_ablation else None,
     )
     out = Path(args.out or f"bench-{cfg.name}")
     outcome = run_benchmark(

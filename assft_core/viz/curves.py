@@ -30,7 +30,8 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
 
     Returns:
         The figure; a strategy keeps its colour in every panel, and one legend entry toggles it
-        everywhere. Pools in the order balanced, unbalanced (METHOD.md §5: report both).
+        everywhere. One panel per pool with runs, in the order balanced, unbalanced (METHOD.md §5:
+        report both); a pool with references only (a benchmark cut short) is named in the title.
 
     Raises:
         ValueError: if a required column is missing.
@@ -38,9 +39,11 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
     needed = {"pool", "strategy", "labelled_count", "n_seeds", "dice_mean", "dice_sd"}
     if not needed <= set(summary.columns):
         raise ValueError(f"learning_curve_figure: summary lacks columns {sorted(needed - set(summary.columns))}")
-    pools = sorted(set(summary["pool"]) | set(references["pool"] if references is not None else []))
+    referenced = set(references["pool"]) if references is not None else set()
+    pools = sorted(set(summary["pool"])) or sorted(referenced)
     fig = make_subplots(rows=1, cols=max(len(pools), 1), shared_yaxes=True, subplot_titles=[f"{p} pool" for p in pools])
     strategies = sorted(set(summary["strategy"]))
+    in_legend: set[str] = set()
     for col, pool in enumerate(pools, start=1):
         for i, strategy in enumerate(strategies):
             part = summary[(summary["pool"] == pool) & (summary["strategy"] == strategy)].sort_values("labelled_count")
@@ -73,7 +76,7 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                     name=strategy,
                     line={"color": colour},
                     legendgroup=strategy,
-                    showlegend=col == 1,
+                    showlegend=strategy not in in_legend,
                     customdata=np.stack([part["dice_sd"].to_numpy(dtype=float), part["n_seeds"].to_numpy()], axis=1),
                     hovertemplate=f"{strategy}<br>%{{x}} labelled: %{{y:.3f}} ± %{{customdata[0]:.3f}}"
                     " (%{customdata[1]} seeds)<extra></extra>",
@@ -81,6 +84,7 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                 row=1,
                 col=col,
             )
+            in_legend.add(strategy)
         if references is not None:
             for _, ref in references[references["pool"] == pool].iterrows():
                 fig.add_hline(
@@ -92,7 +96,11 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                 )
     fig.update_xaxes(title={"text": "labelled cases"})
     fig.update_yaxes(title={"text": "test mean Dice"}, col=1)
-    fig.update_layout(title="Learning curves (mean ± sd over seeds)", hovermode="closest")
+    title = "Learning curves (mean ± sd over seeds)"
+    unrun = sorted(referenced - set(pools))
+    if unrun:
+        title += f"<br><sup>no runs yet on the {', '.join(unrun)} pool (references only)</sup>"
+    fig.update_layout(title=title, hovermode="closest")
     return fig
 
 

@@ -34,6 +34,17 @@ def test_learning_curves_one_panel_per_pool_with_bands() -> None:
         learning_curve_figure(summary.drop(columns="dice_sd"))
 
 
+def test_a_pool_with_references_only_gets_no_empty_panel_and_the_legend_survives() -> None:
+    # A benchmark cut short: runs on the unbalanced pool only, the balanced pool's floor already made.
+    result = load_results(FIXTURE)
+    summary, refs = summarise(result), summarise_references(result)
+    fig = learning_curve_figure(summary[summary.pool == "unbalanced"], refs)
+    assert [a.text for a in fig.layout.annotations if a.text.endswith("pool")] == ["unbalanced pool"]
+    assert sorted(t.name for t in fig.data if t.mode == "lines+markers" and t.showlegend) == [
+        "assft", "coreset", "random"]
+    assert "no runs yet on the balanced pool" in fig.layout.title.text
+
+
 def test_round_history_flags_sites_that_got_worse() -> None:
     fig = round_history_figure(
         [0, 1, 2, 3],
