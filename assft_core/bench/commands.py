@@ -11,37 +11,22 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from assft_core.config import InferenceConfig, QueryConfig, SSFTMode
+from assft_core.config import SSFTMode
 from assft_core.errors import AssftError
 
 
-def _cost_scoring(args: argparse.Namespace) -> int:
-    from assft_core.bench.cost import measure_scoring_cost, write_cost
-    from assft_core.bench.cost_report import load_cost_cases, load_cost_model
-
-    model = load_cost_model(args)
-    infer_cfg = InferenceConfig(roi_size=tuple(model.card.roi_size), n_tta=args.n_tta, device=args.device)
-    cases = load_cost_cases(args, model)
-    result = measure_scoring_cost(model, cases, infer_cfg, QueryConfig(), repeats=args.repeats)
-    verdict = "meets" if result.meets_goal else "MISSES"
-    print(
-        f"scoring pass + metrics: {result.scoring_s:.3f} s/case, plain inference: {result.plain_s:.3f} s/case, "
-        f"ratio {result.ratio:.2f} (hooks alone {result.pass_ratio:.2f}; {verdict} the ≤ {result.goal_ratio} goal) "
-        f"over {result.n_cases} case(s) {result.shape} × {result.repeats} on {result.device}"
-    )
-    if args.out:
-        print(f"written: {write_cost(result, args.out)}")
-    return 0
-
-
 def _cost_report(args: argparse.Namespace) -> int:
-    """`--phase all | inference | train_step | umap | pages`: one JSON report of the asked phases."""
+    """`--phase all` or one phase: one JSON report (same format for every choice)."""
     from assft_core.bench.cost_report import measure_phases, write_cost_report
 
     phases = MEASURED_PHASES if args.phase == "all" else (args.phase,)
     report = measure_phases(args, phases)
     for name, cost in report["phases"].items():
         ratio = f", {cost['ratio_to_inference']:.2f}× plain inference" if cost.get("ratio_to_inference") else ""
+        details = cost.get("details") or {}
+        if "goal_ratio" in details:
+            verdict = "meets" if details["meets_goal"] else "MISSES"
+            ratio += f" ({verdict} the ≤ {details['goal_ratio']}× goal; hooks alone {details['pass_ratio']:.2f}×)"
         memory = "n/a" if cost["peak_mib"] is None else f"{cost['peak_mib']:.0f} MiB"
         print(f"{name:<11} {cost['median_s']:.3f} s per {cost['unit']}{ratio}; peak memory +{memory}")
     for name, reason in report["skipped"].items():
@@ -53,11 +38,9 @@ def _cost_report(args: argparse.Namespace) -> int:
 
 # Phases measured by `--phase all`, in this order (inference first: the unit of every ratio).
 MEASURED_PHASES = ("inference", "scoring", "train_step", "umap", "pages")
-# phase name -> handler(args) returning an exit code; add a phase here. `scoring` alone keeps
-# its own report (the ≤ 1.3× goal check); any other choice writes the multi-phase report.
+# phase name -> handler(args) returning an exit code; every choice writes the same multi-phase report.
 COST_PHASES: dict[str, Callable[[argparse.Namespace], int]] = {
-    "scoring": _cost_scoring,
-    **{name: _cost_report for name in ("all", "inference", "train_step", "umap", "pages")},
+    name: _cost_report for name in ("all", *MEASURED_PHASES)
 }
 
 

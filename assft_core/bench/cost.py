@@ -7,12 +7,10 @@ measurement runs anywhere (it then measures the hooks' overhead, not a real mode
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +24,6 @@ from assft_core.models.loaded import LoadedModel
 from assft_core.models.registry import get_backbone
 from assft_core.models.source_stats import batchnorm_source_stats
 from assft_core.query.metrics import layer_kl, roi_uncertainty
-from assft_core.query.table import atomic_write_text
 
 GOAL_RATIO = 1.3
 
@@ -196,12 +193,3 @@ def _timed(fn, image: torch.Tensor, device: torch.device) -> float:  # noqa: ANN
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
-
-
-def write_cost(result: ScoringCost, path: Path) -> Path:
-    """Write `result` as JSON to `path` (temp-then-rename; parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"phase": "scoring", **asdict(result), "meets_goal": result.meets_goal}
-    atomic_write_text(path, json.dumps(payload, indent=1))
-    return path

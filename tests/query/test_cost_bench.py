@@ -14,10 +14,14 @@ def test_bench_cost_scoring_writes_json_and_keeps_existing_files(tmp_path, capsy
     args = ["bench", "cost", "--phase", "scoring", "--cases", "1", "--shape", "16", "16", "16",
             "--repeats", "1", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
-    data = json.loads(out.read_text())
-    assert data["phase"] == "scoring" and data["n_cases"] == 1 and data["shape"] == [1, 16, 16, 16]
-    assert data["ratio"] == pytest.approx(data["scoring_s"] / data["plain_s"])
-    assert data["meets_goal"] == (data["ratio"] <= 1.3)
+    report = json.loads(out.read_text())
+    assert report["version"] == 1 and set(report["machine"]) >= {"platform", "torch", "device"}  # one format
+    scoring = report["phases"]["scoring"]
+    assert scoring["phase"] == "scoring" and scoring["unit"] == "case"
+    details = scoring["details"]
+    assert scoring["ratio_to_inference"] == pytest.approx(scoring["median_s"] / details["plain_s"])
+    assert details["meets_goal"] == (scoring["ratio_to_inference"] <= details["goal_ratio"] == 1.3)
+    assert "goal" in capsys.readouterr().out
     before = out.read_text()
     assert main(args) == 1  # exists: refused, file untouched
     assert out.read_text() == before and "--force" in capsys.readouterr().err
