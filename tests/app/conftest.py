@@ -13,7 +13,6 @@ Projects (`app_factories`): built once per session, copied for each test (`oracl
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +24,13 @@ if str(ROOT) not in sys.path:  # `app` is not an installed package: pages import
     sys.path.insert(0, str(ROOT))
 
 from app_factories import PAGE_TIMEOUT_S, make_dataset, make_model_dir  # noqa: E402
+from project_copies import project_copy  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app.ui import PROJECT_ENV, PROJECT_KEY  # noqa: E402
 from assft_core.config import ProjectConfig  # noqa: E402
 from assft_core.session import jobs  # noqa: E402
-from assft_core.session.project import Project, create_project, open_project  # noqa: E402
+from assft_core.session.project import Project, create_project  # noqa: E402
 
 
 
@@ -56,15 +56,13 @@ def _expert_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def oracle_project(tmp_path: Path, _oracle_template: Path) -> Project:
     """A fresh demo-mode (oracle) project, round 0 open, nothing labelled."""
-    shutil.copytree(_oracle_template, tmp_path / "proj")
-    return open_project(tmp_path / "proj")
+    return project_copy(_oracle_template, tmp_path)
 
 
 @pytest.fixture()
 def expert_project(tmp_path: Path, _expert_template: Path) -> Project:
     """A fresh expert-mode project, round 0 open; p0 came labelled with the dataset."""
-    shutil.copytree(_expert_template, tmp_path / "proj")
-    return open_project(tmp_path / "proj")
+    return project_copy(_expert_template, tmp_path)
 
 
 @pytest.fixture(autouse=True)

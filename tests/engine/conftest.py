@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from assft_core.session.project import Project, create_project, open_project
+from assft_core.session.project import Project, create_project
 
+from project_copies import project_copy
 from engine_factories import CLASSES, PATCH, ROI, CliRun, engine_config, run_cli, tiny_model  # noqa: F401
 
 
@@ -40,22 +41,16 @@ def scored_template(tmp_path_factory: pytest.TempPathFactory, _fresh_template: P
     return root, run_cli("score", "-p", root, "--device", "cpu")
 
 
-def _copy(template: Path, tmp_path: Path) -> Project:
-    """A copy of a template project; its stored model path still points at the shared tiny model."""
-    shutil.copytree(template, tmp_path / "proj")
-    return open_project(tmp_path / "proj")
-
-
 @pytest.fixture()
 def fresh_project(tmp_path: Path, _fresh_template: Path) -> Project:
     """An oracle project on the tiny demo corpus with the tiny model, round 0 open."""
-    return _copy(_fresh_template, tmp_path)
+    return project_copy(_fresh_template, tmp_path)
 
 
 @pytest.fixture()
 def scored_project(tmp_path: Path, scored_template: tuple[Path, CliRun]) -> Project:
     """The same project with round 0 scored (query table stored)."""
-    return _copy(scored_template[0], tmp_path)
+    return project_copy(scored_template[0], tmp_path)
 
 
 @pytest.fixture()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from assft_core.config import ProjectConfig
-from assft_core.session.project import Project, create_project, open_project
+from assft_core.session.project import Project, create_project
 
+from project_copies import project_copy
 from session_factories import AFFINE, label_map, make_dataset, write_nifti  # noqa: F401
 
 
@@ -44,12 +44,10 @@ def _expert_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def oracle_project(tmp_path: Path, _oracle_template: Path) -> Project:
     """A fresh copy of a demo-mode project on the tiny dataset (every case has a reference label)."""
-    shutil.copytree(_oracle_template, tmp_path / "proj")
-    return open_project(tmp_path / "proj")
+    return project_copy(_oracle_template, tmp_path)
 
 
 @pytest.fixture()
 def expert_project(tmp_path: Path, _expert_template: Path) -> Project:
     """A fresh copy of an expert-mode project: only p0 of the pool came labelled."""
-    shutil.copytree(_expert_template, tmp_path / "proj")
-    return open_project(tmp_path / "proj")
+    return project_copy(_expert_template, tmp_path)
