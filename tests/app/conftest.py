@@ -24,18 +24,17 @@ if str(ROOT) not in sys.path:  # `app` is not an installed package: pages import
     sys.path.insert(0, str(ROOT))
 
 from app_factories import PAGE_TIMEOUT_S, make_dataset, make_model_dir  # noqa: E402
-from project_copies import project_copy  # noqa: E402
+from project_copies import oracle_and_expert_fixtures  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from app.ui import PROJECT_ENV, PROJECT_KEY  # noqa: E402
 from assft_core.config import ProjectConfig  # noqa: E402
 from assft_core.session import jobs  # noqa: E402
-from assft_core.session.project import Project, create_project  # noqa: E402
+from assft_core.session.project import create_project  # noqa: E402
 
 
 
-def _template(factory: pytest.TempPathFactory, oracle: bool) -> Path:
-    root = factory.mktemp("app-oracle" if oracle else "app-expert")
+def _template(root: Path, oracle: bool) -> Path:
     # Expert mode imports every pool label as given: there only p0 comes labelled.
     data = make_dataset(root / "data", unlabelled=() if oracle else ("p1", "p2", "p3"))
     model = make_model_dir(root / "model")
@@ -43,26 +42,7 @@ def _template(factory: pytest.TempPathFactory, oracle: bool) -> Path:
     return root / "proj"
 
 
-@pytest.fixture(scope="session")
-def _oracle_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _template(tmp_path_factory, oracle=True)
-
-
-@pytest.fixture(scope="session")
-def _expert_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _template(tmp_path_factory, oracle=False)
-
-
-@pytest.fixture()
-def oracle_project(tmp_path: Path, _oracle_template: Path) -> Project:
-    """A fresh demo-mode (oracle) project, round 0 open, nothing labelled."""
-    return project_copy(_oracle_template, tmp_path)
-
-
-@pytest.fixture()
-def expert_project(tmp_path: Path, _expert_template: Path) -> Project:
-    """A fresh expert-mode project, round 0 open; p0 came labelled with the dataset."""
-    return project_copy(_expert_template, tmp_path)
+_oracle_template, _expert_template, oracle_project, expert_project = oracle_and_expert_fixtures(_template)
 
 
 @pytest.fixture(autouse=True)

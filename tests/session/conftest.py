@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from assft_core.config import ProjectConfig
-from assft_core.session.project import Project, create_project
+from assft_core.session.project import create_project
 
-from project_copies import project_copy
+from project_copies import oracle_and_expert_fixtures
 from session_factories import AFFINE, label_map, make_dataset, write_nifti  # noqa: F401
 
 
@@ -21,9 +21,7 @@ def model_config(tmp_path: Path) -> Path:
     return path
 
 
-def _template(factory: pytest.TempPathFactory, oracle: bool) -> Path:
-    """A project built once per test session; tests get copies (import + checks take ~0.5 s)."""
-    root = factory.mktemp("oracle" if oracle else "expert")
+def _template(root: Path, oracle: bool) -> Path:
     data = make_dataset(root / "data", pool_labels=oracle)
     model = root / "model.json"
     model.write_text(json.dumps({"backbone": "unet"}))
@@ -31,23 +29,4 @@ def _template(factory: pytest.TempPathFactory, oracle: bool) -> Path:
     return root / "proj"
 
 
-@pytest.fixture(scope="session")
-def _oracle_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _template(tmp_path_factory, oracle=True)
-
-
-@pytest.fixture(scope="session")
-def _expert_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _template(tmp_path_factory, oracle=False)
-
-
-@pytest.fixture()
-def oracle_project(tmp_path: Path, _oracle_template: Path) -> Project:
-    """A fresh copy of a demo-mode project on the tiny dataset (every case has a reference label)."""
-    return project_copy(_oracle_template, tmp_path)
-
-
-@pytest.fixture()
-def expert_project(tmp_path: Path, _expert_template: Path) -> Project:
-    """A fresh copy of an expert-mode project: only p0 of the pool came labelled."""
-    return project_copy(_expert_template, tmp_path)
+_oracle_template, _expert_template, oracle_project, expert_project = oracle_and_expert_fixtures(_template)
