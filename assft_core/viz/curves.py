@@ -94,7 +94,9 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                     row=1,
                     col=col,
                 )
-    fig.update_xaxes(title={"text": "labelled cases"})
+    # Ticks at the measured budgets only: "1.5 labelled cases" means nothing.
+    fig.update_xaxes(title={"text": "labelled cases"}, tickmode="array",
+                     tickvals=sorted({int(v) for v in summary["labelled_count"]}))
     fig.update_yaxes(title={"text": "test mean Dice"}, col=1)
     title = "Learning curves (mean ± sd over seeds)"
     unrun = sorted(referenced - set(pools))

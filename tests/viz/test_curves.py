@@ -28,6 +28,7 @@ def test_learning_curves_one_panel_per_pool_with_bands() -> None:
     n = len(part)
     np.testing.assert_allclose(band.y[:n], part.dice_mean + part.dice_sd)  # upper edge
     np.testing.assert_allclose(band.y[n:], (part.dice_mean - part.dice_sd)[::-1])  # lower edge, reversed
+    assert list(fig.layout.xaxis.tickvals) == sorted(set(summary.labelled_count))  # measured budgets only
     ceiling = [s for s in fig.layout.shapes if s.yref == "y2"]
     assert len(ceiling) == 2  # ceiling and floor lines in the unbalanced panel
     with pytest.raises(ValueError, match="dice_sd"):
