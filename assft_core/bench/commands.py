@@ -126,6 +126,9 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=float, metavar="MIN",
                    help="start no new run after MIN minutes (running ones finish), then write partial results: "
                    "fits a benchmark into a job's time limit (continue with --resume)")
+    p.add_argument("--only", nargs="+", metavar="PATTERN",
+                   help="compute only the runs whose id matches a shell pattern, e.g. 'balanced/*/selective/seed-0' "
+                   "(ids: POOL/STRATEGY/SSFT_MODE/seed-N, POOL/ceiling/seed-N); the rest stay to do")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="runs computed at once, each in its own process (default 1; e.g. 8-16 on a GPU machine)")
     p.set_defaults(func=_run_strategies)

@@ -10,6 +10,7 @@ files are rebuilt from the stored units at the end of every invocation, partial 
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -175,6 +176,7 @@ def run_strategy_benchmark(
     on_progress: Callable[[float, str], None] | None = None,
     workers: int = 1,
     executor_factory: Callable[[], Executor] | None = None,
+    only: Sequence[str] = (),
 ) -> BenchmarkOutcome:
     """Run (or continue) the strategy benchmark and write its result files into `out_dir`.
 
@@ -197,6 +199,9 @@ def run_strategy_benchmark(
             unit has its own project folder and result files). 1 computes them here, in order.
         executor_factory: a picklable callable that makes an executor in a worker process;
             needed when `workers` > 1.
+        only: shell patterns of unit ids (e.g. `balanced/*/selective/seed-0`); when given, only
+            matching units are computed now, the others stay to do (pieces of one benchmark on
+            several machines, into the same folder).
 
     Returns:
         The units computed, skipped and remaining, and the files written.
@@ -241,18 +246,21 @@ def run_strategy_benchmark(
     # Pools first, in the main process: each pool's shared f_0 work, then its floor.
     pending_units: list[Unit] = []
     prepared: dict[str, Path] = {}
+    def wanted(unit_id: str) -> bool:
+        return not only or any(fnmatch.fnmatchcase(unit_id, pattern) for pattern in only)
+
     for pool in cfg.pools:
         pool_runs = [r for r in runs if r.pool == pool]
         refs = [r for r in plan_references(cfg) if r.pool == pool]
         pending = [r for r in pool_runs if not store.is_done(r)] + [r for r in refs if store.reference(r) is None]
-        if pending and budget[0] != 0:
+        if any(wanted(r.run_id) for r in pending) and budget[0] != 0:
             say(f"{pool} pool: f_0 scoring and evaluation (shared by every run)")
             prepared[pool] = store.out_dir / "work" / pool / "f0"
             executor.prepare(pool, prepared[pool])
         for ref in (r for r in refs if r.kind == "floor"):
             if store.reference(ref) is not None:
                 outcome.skipped.append(ref.run_id)
-            elif ref in pending and budget[0] != 0:  # the floor is a read of prepared work: no unit spent
+            elif pool in prepared:  # the floor is a read of prepared work: no unit spent
                 store.write_reference(ref, executor.floor(pool))
                 finished(ref.run_id)
             else:
@@ -266,8 +274,10 @@ def run_strategy_benchmark(
                 done = store.is_done(spec) if isinstance(spec, RunSpec) else store.reference(spec) is not None
                 if done:
                     outcome.skipped.append(spec.run_id)
-                else:
+                elif wanted(spec.run_id):
                     pending_units.append(Unit(spec, subset))
+                else:
+                    outcome.remaining.append(spec.run_id)
 
     def describe(unit: Unit) -> str:
         if isinstance(unit.spec, RunSpec):

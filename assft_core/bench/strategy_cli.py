@@ -91,6 +91,7 @@ def run_benchmark(
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     workers: int = 1,
+    only: Sequence[str] = (),
 ) -> BenchmarkOutcome:
     """Run the benchmark with the loop executor on the demo model unless `model` is given.
 
@@ -115,6 +116,7 @@ def run_benchmark(
     return run_strategy_benchmark(
         cfg, out, executor, command=command, device=resolved, resume=resume, max_units=max_units, png=png,
         log=log, should_stop=should_stop, on_progress=on_progress, workers=workers, executor_factory=factory,
+        only=only,
     )
 
 
@@ -140,7 +142,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         cfg, out, datasets=parse_datasets(args.dataset), model=Path(args.model) if args.model else None,
         device=args.device, command=command_line(), resume=args.resume, max_units=args.max_units,
         png=not args.no_png, log=lambda line: print(line, flush=True), workers=args.workers,
-        should_stop=_deadline(args.stop_after),
+        should_stop=_deadline(args.stop_after), only=args.only or (),
     )
     print(f"{len(outcome.computed)} unit(s) computed, {len(outcome.skipped)} already done, {len(outcome.remaining)} left")
     for stem, written in outcome.reports.items():

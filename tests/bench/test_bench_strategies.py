@@ -208,6 +208,25 @@ def test_workers_respect_max_units_and_surface_a_failed_run(tmp_path: Path) -> N
         run_strategy_benchmark(cfg, tmp_path / "c", CountingExecutor(), command=["x"], device="cpu", workers=2)
 
 
+def test_only_computes_the_matching_units_into_the_same_folder(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    fake = CountingExecutor()
+    outcome = run_strategy_benchmark(preset("tiny"), out, fake, command=["x"], device="cpu", png=False,
+                                     only=["unbalanced/random/*"])
+    assert fake.calls == ["prepare unbalanced", "floor unbalanced", "unbalanced/random/none/seed-0"]
+    assert outcome.remaining == ["unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
+    # Another piece (another machine, say) continues the same benchmark; nothing is redone.
+    again = CountingExecutor()
+    outcome = run_strategy_benchmark(preset("tiny"), out, again, command=["x"], device="cpu", png=False,
+                                     resume=True, only=["*/ceiling/*", "*/assft/*"])
+    assert again.calls == ["prepare unbalanced", "unbalanced/assft/none/seed-0", "unbalanced/ceiling/seed-0"]
+    assert outcome.remaining == [] and load_results(out / "strategies.json").note.startswith("complete")
+    # A pattern nothing matches prepares nothing.
+    idle = CountingExecutor()
+    run_strategy_benchmark(preset("tiny"), tmp_path / "c", idle, command=["x"], device="cpu", png=False, only=["x/*"])
+    assert idle.calls == []
+
+
 def test_results_name_the_machine_that_computed_the_units(tmp_path: Path) -> None:
     out = tmp_path / "b"
     run_strategy_benchmark(preset("tiny"), out, CountingExecutor(), command=["assft", "bench", "on-gpu"],
