@@ -327,9 +327,26 @@ def compute_unit(executor: Executor, store: RunStore, unit: Unit) -> str:
 _WORKER_EXECUTOR: Executor | None = None
 
 
-def _start_worker(factory: Callable[[], Executor], prepared: dict[str, Path], threads: int) -> None:
+def _exit_with_parent(parent: int, every_s: float = 2.0) -> None:
+    """End this worker when the benchmark process that started it is gone (killed, not stopped):
+    an orphaned worker would go on training for minutes and write into the output folder."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent:
+                os._exit(1)  # the parent is gone; its results are already written per unit
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _start_worker(factory: Callable[[], Executor], prepared: dict[str, Path], threads: int, parent: int) -> None:
     global _WORKER_EXECUTOR
     import torch
+
+    _exit_with_parent(parent)
 
     # Workers share the machine's cores: without this each would start one thread per core.
     torch.set_num_threads(threads)
@@ -371,7 +388,7 @@ def _compute_in_workers(
     running: dict[Future[str], Unit] = {}
     error: BaseException | None = None
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(factory, prepared, threads)) as pool:
+                             initargs=(factory, prepared, threads, os.getpid())) as pool:
         while queue or running:
             while queue and error is None and len(running) < workers:
                 unit = queue.pop(0)

@@ -298,3 +298,14 @@ def test_command_line_overrides_change_only_what_they_name() -> None:
         bench_config("full", ssft_mode="sometimes")
     with pytest.raises(AssftError, match="unknown benchmark setting"):
         bench_config("full", epochs=3)
+
+
+def test_a_worker_ends_when_its_benchmark_process_is_gone() -> None:
+    import subprocess
+    import sys
+
+    # A parent pid that is not ours stands for "the benchmark process died and we were re-parented".
+    code = ("import time; from assft_core.bench.strategies import _exit_with_parent; "
+            "_exit_with_parent(parent=-1, every_s=0.05); time.sleep(30); print('still running')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "still running" not in done.stdout
