@@ -17,6 +17,25 @@ from typing import Any
 import numpy as np
 
 
+def _creation_mode() -> int:
+    """The mode `open(path, "w")` would give a new file: 0o666 minus this process's umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# Read once at import: os.umask is process-wide, so reading it while other threads create files
+# (the dashboard's) could briefly give them the wrong mode.
+CREATION_MODE = _creation_mode()
+
+
+def as_created(path: Path) -> Path:
+    """Give `path` the mode a plainly created file gets (mkstemp makes 0600: a lab's colleagues
+    could not read the exported model or the results)."""
+    os.chmod(path, CREATION_MODE)
+    return path
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, rename it to `path`.
 
@@ -34,6 +53,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        as_created(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from assft_core.config import InferenceConfig, PreprocessConfig
 from assft_core.data.io import save_label
 from assft_core.data.preprocess import preprocess_image
 from assft_core.errors import DataError
+from assft_core.fsutil import as_created
 from assft_core.train.evaluate import predict_native
 
 # "case_0000.nii.gz" -> "case": nnU-Net's channel suffix and the NIfTI extension.
@@ -89,7 +90,9 @@ def predict(
         for files, target in zip(cases, targets):
             case = preprocess_image(files, preprocess_cfg, case_id=target.name[: -len(".nii.gz")])
             label = predict_native(network, case, infer_cfg)
-            staged.append(save_label(label, case.native_affine, staging / target.name))
+            # data/io.py writes through mkstemp (0600) and is fingerprinted with the demo model:
+            # the user's deliverable gets the usual mode here.
+            staged.append(as_created(save_label(label, case.native_affine, staging / target.name)))
         for src, dst in zip(staged, targets):
             try:
                 os.link(src, dst)  # fails if dst appeared meanwhile: never clobber

@@ -88,6 +88,11 @@ def test_cli_predict_writes_then_refuses(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["predict", *argv]) == 0
     out = tmp_path / "out" / "scan.nii.gz"
     assert str(out) in capsys.readouterr().out
+    # Readable like any file the user makes (not mkstemp's 0600), as is the exported model.
+    from assft_core.fsutil import CREATION_MODE
+
+    assert out.stat().st_mode & 0o777 == CREATION_MODE == 0o666 & ~_umask()
+    assert (model_dir / "model_card.json").stat().st_mode & 0o777 == CREATION_MODE
     before = out.read_bytes()
     assert main(["predict", *argv]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err and out.read_bytes() == before
@@ -95,3 +100,11 @@ def test_cli_predict_writes_then_refuses(tmp_path: Path, capsys: pytest.CaptureF
         [Path("a_0000.nii.gz"), Path("a_0001.nii.gz")],
         [Path("b.nii.gz")],
     ]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
