@@ -6,6 +6,8 @@ No Streamlit here: the page places what these functions return, and tests call t
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import tempfile
 from collections.abc import Iterable
@@ -24,12 +26,30 @@ PROJECT_RESULTS = ("artifacts", "benchmarks")
 
 
 def result_files(folders: Iterable[Path]) -> list[Path]:
-    """Every `*.json` under the given folders (recursively, missing folders skipped), sorted, unique."""
+    """The benchmark result files under the given folders (recursively, missing folders skipped),
+    newest first: JSON files holding a result's `version` and `records`, so a benchmark's own
+    run, reference and config files and `assft bench cost` reports are not offered."""
     found: set[Path] = set()
     for folder in folders:
         if Path(folder).is_dir():
             found.update(p.resolve() for p in Path(folder).rglob("*.json") if p.is_file())
-    return sorted(found)
+    results = [p for p in found if _looks_like_result(str(p), *_stamp(p))]
+    return sorted(results, key=lambda p: (-p.stat().st_mtime_ns, str(p)))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4096)
+def _looks_like_result(path: str, mtime_ns: int, size: int) -> bool:
+    """Cheap pre-check (cached per file version); `load_results` validates the chosen ones fully."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "version" in data and "records" in data
 
 
 def load_upload(name: str, data: bytes) -> BenchmarkResult:

@@ -18,6 +18,17 @@ def _torch_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest leaves `sys.modules["__main__"]` pointing at the page it ran; a process
+    spawned later (benchmark workers) would then re-run that page. Put the real one back."""
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def tiny_demo_corpus(tmp_path_factory):
     """The tiny demo corpus (4 mm, 13 cases, layout unbalanced, seed 0), built once per session.

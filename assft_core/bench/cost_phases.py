@@ -231,20 +231,24 @@ def measure_pages(project_dir: Path, *, repeats: int = 3, timeout_s: float = 120
     per_page: dict[str, dict[str, Any]] = {}
     all_times: list[float] = []
     cpu = torch.device("cpu")
-    with PeakMemory(cpu) as mem:
-        for page in pages:
-            times, errors = [], []
-            for _ in range(repeats + (1 if warm_up_s is None else 0)):
-                at = AppTest.from_file(str(page), default_timeout=timeout_s)
-                at.session_state[PROJECT_KEY] = str(project_dir)
-                seconds = _timed(at.run, cpu)
-                errors = [str(e.value) for e in at.exception]
-                if warm_up_s is None:
-                    warm_up_s = seconds
-                    continue
-                times.append(seconds)
-            per_page[page.stem] = {"median_s": statistics.median(times), "times_s": times, "exceptions": errors}
-            all_times += times
+    main_module = sys.modules["__main__"]  # AppTest leaves it at the page it ran: restored below
+    try:
+        with PeakMemory(cpu) as mem:
+            for page in pages:
+                times, errors = [], []
+                for _ in range(repeats + (1 if warm_up_s is None else 0)):
+                    at = AppTest.from_file(str(page), default_timeout=timeout_s)
+                    at.session_state[PROJECT_KEY] = str(project_dir)
+                    seconds = _timed(at.run, cpu)
+                    errors = [str(e.value) for e in at.exception]
+                    if warm_up_s is None:
+                        warm_up_s = seconds
+                        continue
+                    times.append(seconds)
+                per_page[page.stem] = {"median_s": statistics.median(times), "times_s": times, "exceptions": errors}
+                all_times += times
+    finally:
+        sys.modules["__main__"] = main_module
     return PhaseCost(
         "pages", "page load", statistics.median(all_times), all_times, mem.peak_mib, mem.method, None,
         {"project": str(project_dir), "first_load_s": warm_up_s, "pages": per_page},

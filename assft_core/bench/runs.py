@@ -45,10 +45,12 @@ class RunStore:
         """Refuse an output folder the benchmark may not use (call before any long preparation).
 
         Raises:
-            StateError: `out_dir` holds files and `resume` is False (results are never
-                overwritten), or it holds a benchmark made with other settings.
+            StateError: `out_dir` is a file, or holds files and `resume` is False (results are
+                never overwritten), or it holds a benchmark made with other settings.
         """
         out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise StateError(f"{out_dir} is a file, not a folder; choose a folder for --out (new or empty).")
         if not out_dir.exists() or not any(out_dir.iterdir()):
             return
         if not resume:

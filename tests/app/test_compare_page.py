@@ -53,6 +53,20 @@ def test_project_results_are_found_and_tabulated(run_page, oracle_project) -> No
     assert len(at.get("plotly_chart")) == 1
 
 
+def test_only_result_files_are_offered_newest_first(tmp_path: Path) -> None:
+    import os
+
+    old, new = tmp_path / "a" / "strategies.json", tmp_path / "b" / "ssft_ablation.json"
+    for path in (old, new):
+        path.parent.mkdir()
+        shutil.copy(FIXTURE, path)
+    os.utime(old, (1_000_000, 1_000_000))
+    (tmp_path / "a" / "bench_config.json").write_text('{"rounds": 2}')  # a benchmark's own files
+    (tmp_path / "a" / "cost_all.json").write_text('{"version": 1, "phases": {}}')  # a cost report
+    (tmp_path / "a" / "broken.json").write_text("{not json")
+    assert bench_views.result_files([tmp_path, tmp_path / "missing"]) == [new.resolve(), old.resolve()]
+
+
 def test_uploads_are_validated_and_errors_name_the_file(run_page) -> None:
     at = run_page("compare", None)
     at.file_uploader(key="compare-upload").set_value(("broken.json", b'{"version": 1}', "application/json")).run()

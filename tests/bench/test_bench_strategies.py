@@ -255,6 +255,11 @@ def test_output_folder_is_never_reused_by_accident(tmp_path: Path, capsys) -> No
         run_strategy_benchmark(other, out, CountingExecutor(), command=["x"], device="cpu", resume=True, png=False)
     assert main(["bench", "strategies", "--config", "tiny", "--out", str(out)]) == 1
     assert "--resume" in capsys.readouterr().err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert main(["bench", "strategies", "--config", "tiny", "--out", str(a_file)]) == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err and a_file.read_text() == "mine"
 
 
 def test_plan_shares_subsets_and_counts_runs() -> None:
