@@ -16,11 +16,11 @@ import pandas as pd
 from assft_core.session.progress import read_progress_events  # noqa: F401 (the pages read it from here)
 from assft_core.session.rounds import RoundInfo, RoundState
 
-SUMMARY_COLUMNS = ["labelled", "unlabelled", "test", "unusable", "total"]
+SUMMARY_COLUMNS = ["labelled", "unlabelled", "test", "other", "unusable", "total"]
 
 
 def dataset_summary(cases: pd.DataFrame) -> pd.DataFrame:
-    """Cases by site: labelled / unlabelled pool cases, test cases, unusable ones, total.
+    """Cases by site: labelled / unlabelled pool cases, test cases, other splits, unusable, total.
 
     Args:
         cases: `store_views.case_frame` output (site, split, usable, labelled per case).
@@ -28,7 +28,7 @@ def dataset_summary(cases: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per site (sorted) plus an "all sites" row; columns `SUMMARY_COLUMNS`. Pool and
         test counts hold usable cases only; an unusable case counts in "unusable" whatever its
-        split; cases of other splits (e.g. source data) count only in "total".
+        split; usable cases of other splits (e.g. the model's source data) count in "other".
     """
     usable = cases["usable"].astype(bool)
     pool = usable & (cases["split"] == "pool")
@@ -39,6 +39,7 @@ def dataset_summary(cases: pd.DataFrame) -> pd.DataFrame:
             "labelled": (pool & labelled).astype(int),
             "unlabelled": (pool & ~labelled).astype(int),
             "test": (usable & (cases["split"] == "test")).astype(int),
+            "other": (usable & ~cases["split"].isin(["pool", "test"])).astype(int),
             "unusable": (~usable).astype(int),
             "total": 1,
         }

@@ -35,6 +35,7 @@ COUNT_LABELS = (
     ("labelled", "Labelled", "usable pool cases with a label (L)"),
     ("unlabelled", "Unlabelled", "usable pool cases without a label (U \\ L): what the query picks from"),
     ("test", "Test", "usable test cases: evaluation only, never queried"),
+    ("other", "Other", "cases of other splits (e.g. the model's source data): imported, never queried or evaluated"),
     ("unusable", "Unusable", "cases with integrity errors, kept out of the loop until fixed"),
     ("total", "All", "every imported case"),
 )
@@ -92,7 +93,8 @@ def model_section(project: Project) -> None:
             "Input channels": str(card.in_channels),
             "Folder": str(ref.path),
         }
-        st.dataframe(pd.DataFrame({"field": list(facts), "value": list(facts.values())}), hide_index=True)
+        # A static table wraps long values (class lists, folders) instead of cutting them off.
+        st.table(pd.DataFrame({"value": list(facts.values())}, index=list(facts)))
         availability = _latest_availability(project)
         if availability is not None:
             origin, unavailable = availability

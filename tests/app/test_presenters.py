@@ -28,15 +28,16 @@ def test_dataset_summary_counts_by_site() -> None:
             ("a2", "A", "pool", True, False),
             ("a3", "A", "test", True, True),
             ("b1", "B", "pool", False, False),  # unusable pool case: not unlabelled, but unusable
-            ("b2", "B", "source_train", True, True),  # other split: total only
+            ("b2", "B", "source_train", True, True),  # other split: "other", not test or pool
         ],
         columns=["case_id", "site", "split", "usable", "labelled"],
     )
     table = dataset_summary(cases)
     assert list(table.index) == ["A", "B", "all sites"]
-    assert table.loc["A"].tolist() == [1, 1, 1, 0, 3]
-    assert table.loc["B"].tolist() == [0, 0, 0, 1, 2]
-    assert table.loc["all sites"].tolist() == [1, 1, 1, 1, 5]
+    assert list(table.columns) == ["labelled", "unlabelled", "test", "other", "unusable", "total"]
+    assert table.loc["A"].tolist() == [1, 1, 1, 0, 0, 3]
+    assert table.loc["B"].tolist() == [0, 0, 0, 1, 1, 2]
+    assert table.loc["all sites"].tolist() == [1, 1, 1, 1, 1, 5]
 
 
 def test_describe_pick_states_every_term_with_its_numbers() -> None:

@@ -35,9 +35,9 @@ def test_dataset_counts_by_site_and_split(run_page, expert_project) -> None:
     assert not at.exception
     m = _metrics(at)
     # Pool p0..p3 (p0 came labelled), test t0, t1: counted by hand from the fixture.
-    assert (m["Labelled"], m["Unlabelled"], m["Test"], m["Unusable"], m["All"]) == ("1", "3", "2", "0", "6")
+    assert (m["Labelled"], m["Unlabelled"], m["Test"], m["Other"], m["Unusable"], m["All"]) == ("1", "3", "2", "0", "0", "6")
     table = at.dataframe[0].value
-    assert table.loc["A"].tolist() == [1, 1, 1, 0, 3] and table.loc["B"].tolist() == [0, 2, 1, 0, 3]
+    assert table.loc["A"].tolist() == [1, 1, 1, 0, 0, 3] and table.loc["B"].tolist() == [0, 2, 1, 0, 0, 3]
     assert "no problem found" in at.success[0].value
 
 
@@ -54,7 +54,7 @@ def test_integrity_errors_are_listed_with_their_fix(run_page, tmp_path: Path) ->
 
 def test_model_card_and_source_knowledge_in_plain_words(run_page, oracle_project) -> None:
     at = run_page("project", oracle_project.folder)
-    facts = dict(at.dataframe[-1].value.itertuples(index=False))
+    facts = at.table[0].value["value"].to_dict()  # a static table: long values wrap
     assert (facts["Backbone"], facts["Classes (K)"], facts["ROI (voxels)"], facts["Spacing (mm)"]) == (
         "unet", "2: 0 = background, 1 = blob", "32 × 32 × 32", "2 × 2 × 2")
     assert any("first scoring pass uses BatchNorm" in md.value for md in at.markdown)
