@@ -27,14 +27,16 @@ PROJECT_RESULTS = ("artifacts", "benchmarks")
 
 def result_files(folders: Iterable[Path]) -> list[Path]:
     """The benchmark result files under the given folders (recursively, missing folders skipped),
-    newest first: JSON files holding a result's `version` and `records`, so a benchmark's own
-    run, reference and config files and `assft bench cost` reports are not offered."""
+    newest first (then the largest: in a fresh checkout every file has the same time, and the
+    biggest benchmark is the one to see first): JSON files holding a result's `version` and
+    `records`, so a benchmark's own run, reference and config files and `assft bench cost`
+    reports are not offered."""
     found: set[Path] = set()
     for folder in folders:
         if Path(folder).is_dir():
             found.update(p.resolve() for p in Path(folder).rglob("*.json") if p.is_file())
     results = [p for p in found if _looks_like_result(str(p), *_stamp(p))]
-    return sorted(results, key=lambda p: (-p.stat().st_mtime_ns, str(p)))
+    return sorted(results, key=lambda p: (-p.stat().st_mtime_ns, -p.stat().st_size, str(p)))
 
 
 def _stamp(path: Path) -> tuple[int, int]:
