@@ -429,12 +429,14 @@ def write_results(
     status = f"complete: {len(done)} of {len(runs)} runs" if not remaining else (
         f"PARTIAL: {len(done)} of {len(runs)} runs done, {remaining} unit(s) still to run (continue with --resume)"
     )
-    # The machine and command that computed the units (the last invocation that computed any),
-    # not the ones that merely rebuilt these files; earlier computing invocations are named too.
+    # The machine and command that computed the units (the invocation that computed the most, the
+    # latest on a tie), not the ones that merely rebuilt these files; every computing invocation
+    # is named in the note when there were several.
     computing = store.invocations()
-    machine = Machine(**computing[-1]["machine"]) if computing else machine_info(device)
-    if computing:
-        command, note = computing[-1]["command"], computing[-1]["load"]
+    main = max(reversed(computing), key=lambda c: len(c["units"])) if computing else None
+    machine = Machine(**main["machine"]) if main else machine_info(device)
+    if main:
+        command, note = main["command"], main["load"]
         if len(computing) > 1:
             note += "; units computed in {} invocations: {}".format(len(computing), "; ".join(
                 f"{len(c['units'])} on {c['machine']['device']} ({c['machine']['cpu_count']} CPUs) at {c['finished_utc']}"
