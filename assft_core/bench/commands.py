@@ -27,6 +27,9 @@ def _cost_report(args: argparse.Namespace) -> int:
         if "goal_ratio" in details:
             verdict = "meets" if details["meets_goal"] else "MISSES"
             ratio += f" ({verdict} the ≤ {details['goal_ratio']}× goal; hooks alone {details['pass_ratio']:.2f}×)"
+            timings = details["repeats"] * details["n_cases"]
+            if timings < 3:  # a verdict from one or two timings is noise
+                ratio += f"; only {timings} timing(s): use --repeats 3 or more cases before trusting the verdict"
         memory = "n/a" if cost["peak_mib"] is None else f"{cost['peak_mib']:.0f} MiB"
         print(f"{name:<11} {cost['median_s']:.3f} s per {cost['unit']}{ratio}; peak memory +{memory}")
     for name, reason in report["skipped"].items():
