@@ -87,13 +87,6 @@ def knowledge_gap(kl: np.ndarray, pool_mask: np.ndarray) -> np.ndarray:
     return (kl[:, usable] / medians[usable]).mean(axis=1)
 
 
-def ball_kernel(radius: int) -> torch.Tensor:
-    """A digital ball `{v : |v|² ≤ r²}` as a (2r+1,)*3 float32 kernel (r=2: 33 voxels; METHOD.md §2)."""
-    ax = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    zz, yy, xx = torch.meshgrid(ax, ax, ax, indexing="ij")
-    return ((zz**2 + yy**2 + xx**2) <= radius**2).to(torch.float32)
-
-
 def dilate_ball(masks: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary dilation of 3D masks with a ball (METHOD.md §2), exact, on the masks' device.
 

@@ -12,8 +12,8 @@ from scipy import ndimage
 from assft_core.config import QueryConfig
 from assft_core.models.outputs import NormMoments
 from assft_core.models.source_stats import floored_source_var
+from digital_ball import ball_kernel
 from assft_core.query.metrics import (
-    ball_kernel,
     cosine_distance_to_set,
     dilate_ball,
     gaussian_kl,

@@ -15,7 +15,8 @@ from assft_core.data.records import PreprocessedCase
 from assft_core.errors import ModelError
 from assft_core.models.outputs import ForwardOutputs, NormMoments
 from assft_core.query import PoolState, ScoreTable, get_strategy, score_cases
-from assft_core.query.metrics import ball_kernel
+
+from digital_ball import ball_kernel
 
 CFG = QueryConfig()
 INFER = InferenceConfig(roi_size=(16, 16, 16), device="cpu")
