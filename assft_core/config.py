@@ -29,6 +29,30 @@ class BNMode(str, enum.Enum):
     FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept
 
 
+class Recipe(str, enum.Enum):
+    """A retention recipe: how a few-label round keeps what f_0 knew (METHOD.md §6).
+
+    `paper` is the method as published (no retention); the others are this project's additions,
+    combinable (`FinetuneConfig.recipe` is a tuple of them).
+    """
+
+    PAPER = "paper"  # no retention (ASSFT as published)
+    ADABN = "adabn"  # re-estimate BatchNorm statistics over the whole pool after each phase
+    L2SP = "l2sp"  # penalty α_sp · mean (θ − θ_0)² toward f_0's weights
+    RETENTION = "retention"  # f_0's confident predictions on unlabelled pool cases as extra targets
+    DECODER = "decoder"  # encoder frozen except its norms
+    LORA = "lora"  # LoRA adapters on the encoder's Conv3d / Linear layers (peft), merged after
+    WISE = "wise"  # weight interpolation (1 − α_w) θ_0 + α_w θ_t after each round
+
+
+class Trainable(str, enum.Enum):
+    """Which parameters a training run updates (METHOD.md §6, partial fine-tuning)."""
+
+    ALL = "all"
+    DECODER = "decoder"  # encoder frozen except its normalisation layers
+    LORA = "lora"  # LoRA adapters on the encoder, decoder and head (f_0's encoder weights fixed)
+
+
 class SSFTMode(str, enum.Enum):
     """Which unlabelled cases join the SSFT phase (METHOD.md §4)."""
 
@@ -140,6 +164,15 @@ class TrainConfig:
         unlabelled_batch_size: patches per step from the pseudo-labelled set R (SSFT phase).
         lambda_u_max: λ_max of the unsupervised weight ramp λ_max · exp(−5 (1 − e/E)²).
         device: "auto", "cpu" or "cuda[:i]".
+        trainable: which parameters are optimised (METHOD.md §6 partial fine-tuning; the round
+            sets it from `FinetuneConfig.recipe`).
+        l2sp_alpha: α_sp of the L2-SP penalty α_sp · mean over the anchored (pre-trained, non-head)
+            parameters of (θ − θ_0)²: a mean, so its size does not depend on the parameter count.
+            In force only when the trainer is given an anchor θ_0 (recipe `l2sp`).
+        retention_weight: λ_r, constant weight of the cross-entropy on f_0's retention targets
+            (recipe `retention`).
+        retention_batch_size: patches per step from the retention targets (when any).
+        lora_rank / lora_alpha: LoRA rank r and scaling α when `trainable` is "lora".
     """
 
     steps: int = 200
@@ -156,6 +189,70 @@ class TrainConfig:
     unlabelled_batch_size: int = 2
     lambda_u_max: float = 0.5
     device: str = "auto"
+    trainable: Trainable = Trainable.ALL
+    l2sp_alpha: float = 0.01
+    retention_weight: float = 0.5
+    retention_batch_size: int = 1
+    lora_rank: int = 8
+    lora_alpha: int = 16
+
+
+@dataclass
+class FinetuneConfig:
+    """How a round fine-tunes without forgetting what f_0 knew (METHOD.md §6).
+
+    Attributes:
+        recipe: the retention recipes in force, combinable, e.g. ("adabn", "wise"); ("paper",)
+            is the method as published, with no retention.
+        retention_tau: τ_r, f_0's voxel confidence below which a retention target is ignored.
+        retention_fraction: fraction of U \\ L kept as retention cases, by f_0's ROI confidence c.
+        wise_alpha: α_w of the weight interpolation (1 − α_w) θ_0 + α_w θ_t.
+    """
+
+    recipe: tuple[Recipe, ...] = (Recipe.PAPER,)
+    retention_tau: float = 0.9
+    retention_fraction: float = 0.5
+    wise_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.recipe = parse_recipe(self.recipe)
+
+    def uses(self, recipe: Recipe) -> bool:
+        """True when `recipe` is in force."""
+        return recipe in self.recipe
+
+    @property
+    def label(self) -> str:
+        """The recipe as one name, e.g. "adabn+wise" (file and run names)."""
+        return "+".join(r.value for r in self.recipe)
+
+
+def parse_recipe(value: Any) -> tuple[Recipe, ...]:
+    """Recipes from "adabn+wise", "adabn,wise", a list of names or of `Recipe` (METHOD.md §6).
+
+    `paper` alone means no retention; combined with others it is dropped. `decoder` and `lora`
+    exclude each other (both decide which parameters train).
+
+    Raises:
+        ValueError: for an unknown name (the known ones are listed) or decoder with lora.
+    """
+    if isinstance(value, (str, Recipe)):
+        value = [value]
+    names: list[str] = []
+    for item in value:
+        raw = item.value if isinstance(item, Recipe) else str(item)
+        names.extend(n.strip() for n in raw.replace(",", "+").split("+") if n.strip())
+    try:
+        recipes = tuple(dict.fromkeys(Recipe(n) for n in names))
+    except ValueError:
+        raise ValueError(f"unknown recipe in {value!r}; use one or more of {[r.value for r in Recipe]}, joined by '+'.") from None
+    if len(recipes) > 1:
+        recipes = tuple(r for r in recipes if r is not Recipe.PAPER)
+    if not recipes:
+        recipes = (Recipe.PAPER,)
+    if Recipe.DECODER in recipes and Recipe.LORA in recipes:
+        raise ValueError("recipes 'decoder' and 'lora' exclude each other: both decide which parameters train.")
+    return recipes
 
 
 @dataclass
@@ -208,6 +305,7 @@ class ProjectConfig:
     query: QueryConfig = field(default_factory=QueryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ssft: SSFTConfig = field(default_factory=SSFTConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -264,6 +362,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         except ValueError:
             raise ValueError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
     if origin is tuple:
+        if args and isinstance(args[0], type) and issubclass(args[0], enum.Enum):
+            if isinstance(value, str):
+                return value  # e.g. a recipe "adabn+wise": the dataclass parses it
+            return tuple(_coerce(args[0], v, where) for v in value)
         return tuple(value)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         non_none = [a for a in args if a is not type(None)]

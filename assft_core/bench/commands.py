@@ -137,8 +137,50 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_strategies)
 
 
+def _run_diagnose(args: argparse.Namespace) -> int:
+    from assft_core.bench.diagnosis import DEFAULT_VARIANTS, run_diagnosis
+    from assft_core.data.demo.builder import build_demo_corpus
+    from assft_core.bench.strategy_cli import demo_corpus_dir
+    from assft_core.models.pretrain import demo_model_dir
+
+    if args.list:
+        for v in DEFAULT_VARIANTS:
+            print(f"{v.name:<18} steps {v.steps:<4} train {dict(v.train) or '-'}  finetune {dict(v.finetune) or '-'}")
+        return 0
+    dataset = Path(args.dataset) if args.dataset else build_demo_corpus(
+        demo_corpus_dir("unbalanced", "full"), layout="unbalanced", seed=0, size="full"
+    )
+    model = Path(args.model) if args.model else demo_model_dir()
+    results = run_diagnosis(
+        dataset, model, args.picks, Path(args.out), only=args.only or (), seed=args.seed, device=args.device,
+        log=print,
+    )
+    print(f"{len(results)} variant(s) in {args.out}; table: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="controlled one-round runs on fixed picks: what makes a few-label round hurt other sites",
+        description="Trains one round on the same labelled picks for each variant (BatchNorm mode, learning rate, "
+        "steps, retention recipe; `--list` shows them) and evaluates each on the test split per site against f_0. "
+        "One JSON per variant in --out (a rerun skips finished ones), and summary.md.",
+    )
+    p.add_argument("--picks", nargs="+", default=["B_pool_007", "D_pool_000"], metavar="CASE",
+                   help="pool case ids labelled in every variant (default: assft's first picks on the demo pool)")
+    p.add_argument("--out", default="bench-diagnose", metavar="DIR", help="result folder (default bench-diagnose)")
+    p.add_argument("--only", nargs="+", metavar="PATTERN", help="compute only the variants matching a shell pattern")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--dataset", metavar="DIR", help="nnU-Net v2 dataset (default: the unbalanced demo corpus)")
+    p.add_argument("--model", metavar="DIR", help="f_0's model folder (default: the shipped demo model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
+    p.add_argument("--list", action="store_true", help="list the variants and stop")
+    p.set_defaults(func=_run_diagnose)
+
+
 # Benchmarks of the `bench` group; add a benchmark here.
-BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_cost, _add_strategies)
+BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_cost, _add_strategies, _add_diagnose)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

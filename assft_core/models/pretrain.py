@@ -64,7 +64,13 @@ DEMO_DATA_CODE: tuple[str, ...] = (
 # Fingerprint entries recomputable without the corpus; "data" (file bytes) needs the corpus.
 CHECKED_FIELDS = ("code", "corpus", "preprocess", "network", "train")
 # Settings that leave the trained weights unchanged (up to float error).
-_RESULT_FREE_TRAIN = ("device", "checkpoint_every")
+# Settings that cannot change pre-trained weights: where the run is computed, and the fine-tuning
+# recipes' knobs (METHOD.md §6), inert in pre-training (all parameters train, no anchor θ_0, no
+# retention targets).
+_RESULT_FREE_TRAIN = (
+    "device", "checkpoint_every", "trainable", "l2sp_alpha", "retention_weight", "retention_batch_size",
+    "lora_rank", "lora_alpha",
+)
 STALE_MESSAGE = "the shipped demo model is stale: rerun `assft pretrain --force`"
 
 MessageCallback = Callable[[str], None]

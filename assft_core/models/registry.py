@@ -17,7 +17,7 @@ from torch import nn
 
 from assft_core.errors import ModelError
 
-_NORM_TYPES: tuple[type[nn.Module], ...] = (
+NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
     nn.GroupNorm,
@@ -108,7 +108,7 @@ def norm_layers_under(network: nn.Module, prefixes: list[str]) -> list[str]:
     """Names of every normalisation module inside the modules named `prefixes`, in module order."""
     out = []
     for name, module in network.named_modules():
-        if isinstance(module, _NORM_TYPES) and any(name == p or name.startswith(p + ".") for p in prefixes):
+        if isinstance(module, NORM_TYPES) and any(name == p or name.startswith(p + ".") for p in prefixes):
             out.append(name)
     return out
 

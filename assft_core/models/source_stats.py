@@ -127,8 +127,18 @@ def batchnorm_source_stats(network: nn.Module, norm_layers: Iterable[str]) -> So
     return out
 
 
+def variance_floor(var: torch.Tensor, cfg: QueryConfig) -> float:
+    """φ_s = max(var_floor_abs, var_floor_rel · median over channels of σ²_src) (METHOD.md §1).
+
+    Args:
+        var: (C,) source variances of one layer.
+        cfg: query settings (`var_floor_abs`, `var_floor_rel`).
+    """
+    return max(cfg.var_floor_abs, cfg.var_floor_rel * float(var.double().quantile(0.5)))
+
+
 def floored_source_var(var: torch.Tensor, cfg: QueryConfig) -> torch.Tensor:
-    """σ²_src floored at max(var_floor_abs, var_floor_rel · median over channels) (METHOD.md §1).
+    """σ²_src floored at φ_s (`variance_floor`, METHOD.md §1).
 
     Args:
         var: (C,) source variances of one layer.
@@ -137,5 +147,4 @@ def floored_source_var(var: torch.Tensor, cfg: QueryConfig) -> torch.Tensor:
     Returns:
         (C,) floored variances, same dtype.
     """
-    floor = max(cfg.var_floor_abs, cfg.var_floor_rel * float(var.double().quantile(0.5)))
-    return var.clamp_min(floor)
+    return var.clamp_min(variance_floor(var, cfg))

@@ -16,7 +16,12 @@ from scipy.stats import rankdata
 
 from assft_core.config import QueryConfig
 from assft_core.models.outputs import NormMoments
-from assft_core.models.source_stats import floored_source_var
+from assft_core.models.source_stats import variance_floor
+
+# Version of the per-case metric code; part of every scoring-cache key, so a fixed metric is never
+# served from a cache computed by the old code. Bump it with any change to what a case's scores are.
+# 2: σ²_x floored at φ_s (METHOD.md §1), not at the smallest floored source variance.
+METRICS_VERSION = 2
 
 
 def gaussian_kl(
@@ -28,7 +33,7 @@ def gaussian_kl(
 
     Args:
         mu_x, var_x: (C,) target case moments (`var_x` > 0; floor it first).
-        mu_src, var_src: (C,) source moments (`var_src` > 0; floored with `floored_source_var`).
+        mu_src, var_src: (C,) source moments (`var_src` > 0; floored with `variance_floor`).
 
     Returns:
         (C,) float64 KL per channel, ≥ 0.
@@ -40,9 +45,10 @@ def gaussian_kl(
 def layer_kl(moments: NormMoments, mu_src: torch.Tensor, var_src: torch.Tensor, cfg: QueryConfig) -> float:
     """`KL_s(x)`: channel-mean Gaussian KL of one normalisation layer (ASSFT, METHOD.md §1).
 
-    The source variance is floored (`models.source_stats.floored_source_var`); the case variance
-    gets the same floor,
-    because a channel constant over a whole case (σ²_x = 0) would otherwise give an infinite KL.
+    The source variance is floored at φ_s (`models.source_stats.variance_floor`); the case
+    variance gets the same scalar floor φ_s (not the smallest floored source variance, a larger
+    number that flattened every quiet channel), because a channel constant over a whole case
+    (σ²_x = 0) would otherwise give an infinite KL.
 
     Args:
         moments: the layer input's exact moments over the case, (C,) each.
@@ -58,8 +64,9 @@ def layer_kl(moments: NormMoments, mu_src: torch.Tensor, var_src: torch.Tensor, 
     mu_x, var_x = moments.mean.cpu(), moments.var.cpu()
     if mu_x.shape != mu_src.shape:
         raise ValueError(f"case has {tuple(mu_x.shape)} channels, source statistics {tuple(mu_src.shape)}")
-    var_s = floored_source_var(var_src.cpu().to(torch.float64), cfg)
-    floor = float(var_s.min())
+    var_src = var_src.cpu().to(torch.float64)
+    floor = variance_floor(var_src, cfg)
+    var_s = var_src.clamp_min(floor)
     return float(gaussian_kl(mu_x, var_x.to(torch.float64).clamp_min(floor), mu_src.cpu(), var_s).mean())
 
 

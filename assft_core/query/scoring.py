@@ -21,7 +21,7 @@ from assft_core.data.records import PreprocessedCase
 from assft_core.errors import ModelError
 from assft_core.models.inference import resolve_device
 from assft_core.models.outputs import ForwardOutputs
-from assft_core.query.metrics import layer_kl, roi_uncertainty
+from assft_core.query.metrics import METRICS_VERSION, layer_kl, roi_uncertainty
 from assft_core.query.table import (
     CASES_DIR,
     Availability,
@@ -126,8 +126,10 @@ def _source_stats(model: ScoringModel) -> dict[str, tuple[torch.Tensor, torch.Te
 
 
 def _case_key(cache_key: str | None, content_hash: str, cfg: QueryConfig) -> str:
-    """Key of one case's scores: model + preprocessing, case content, and the query settings used."""
+    """Key of one case's scores: model + preprocessing, case content, the query settings used and
+    the version of the metric code (`metrics.METRICS_VERSION`)."""
     settings = (
+        METRICS_VERSION,
         cfg.var_floor_abs, cfg.var_floor_rel, cfg.roi_dilation_voxels, cfg.fallback_top_fraction, cfg.embedding_stages
     )
     raw = f"{cache_key}|{content_hash}|{settings}".encode()

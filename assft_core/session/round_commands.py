@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ssft", choices=[m.value for m in SSFTMode], help="SSFT mode (default: the project's, selective)")
     p.add_argument("--steps", type=int, metavar="S", help="supervised steps (default: the project's)")
     p.add_argument("--ssft-steps", type=int, metavar="SU", help="SSFT steps (default: the project's)")
+    p.add_argument("--recipe", metavar="NAME[+NAME]",
+                   help="retention recipe, one or more of paper, adabn, l2sp, retention, decoder, lora, wise joined "
+                   "by '+' (default: the project's; docs/METHOD.md §6)")
     p.add_argument("--no-evaluate", action="store_true", help="stop after training (evaluate later with `assft evaluate`)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="training processes on this machine, one GPU each (DDP under torchrun; docs/distributed.md)")
@@ -123,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     request = TrainRequest.from_params(
         project,
         {"ssft_mode": args.ssft, "supervised_steps": args.steps, "ssft_steps": args.ssft_steps,
-         "device": args.device, "evaluate": not args.no_evaluate, "nproc": args.nproc},
+         "device": args.device, "evaluate": not args.no_evaluate, "nproc": args.nproc, "recipe": args.recipe},
     )
     job = _run(project, "train", {"round": info.idx, **request.to_params()}, args.detach)
     if not args.detach:

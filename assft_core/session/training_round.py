@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from assft_core.config import PreprocessConfig, SSFTMode
+from assft_core.config import PreprocessConfig, SSFTMode, parse_recipe
 from assft_core.data.records import PreprocessedCase, Split
 from assft_core.errors import StateError
 from assft_core.models.card import ModelCard
@@ -50,6 +50,7 @@ class TrainRequest:
         device: "auto", "cpu" or "cuda[:i]".
         evaluate: evaluate f_{t+1} and mark the round evaluated when training ends.
         nproc: training processes on this machine (> 1: DDP under torchrun, one GPU each).
+        recipe: the retention recipe, e.g. "adabn+wise" (METHOD.md §6); None: the project's.
     """
 
     supervised_steps: int
@@ -58,6 +59,7 @@ class TrainRequest:
     device: str = "auto"
     evaluate: bool = True
     nproc: int = 1
+    recipe: str | None = None
 
     @classmethod
     def from_params(cls, project: Project, params: Mapping[str, Any]) -> TrainRequest:
@@ -80,6 +82,7 @@ class TrainRequest:
             device=str(params.get("device") or project.config.train.device),
             evaluate=bool(params.get("evaluate", True)),
             nproc=int(params.get("nproc") or 1),
+            recipe=_recipe_label(params.get("recipe")),
         )
         if request.nproc < 1:
             raise StateError(f"nproc must be ≥ 1 (training processes); got {request.nproc}.")
@@ -98,7 +101,27 @@ class TrainRequest:
             "device": self.device,
             "evaluate": self.evaluate,
             "nproc": self.nproc,
+            "recipe": self.recipe,
         }
+
+    def finetune_config(self, project: Project) -> Any:
+        """The project's `FinetuneConfig` with this request's recipe (when it names one)."""
+        cfg = project.config.finetune
+        return cfg if self.recipe is None else dataclasses.replace(cfg, recipe=parse_recipe(self.recipe))
+
+
+def _recipe_label(value: Any) -> str | None:
+    """A recipe parameter checked and normalised ("adabn,wise" -> "adabn+wise"); None stays None.
+
+    Raises:
+        StateError: naming the known recipes when one is unknown.
+    """
+    if value in (None, ""):
+        return None
+    try:
+        return "+".join(r.value for r in parse_recipe(value))
+    except ValueError as exc:
+        raise StateError(str(exc)) from None
 
 
 def _train_fn(card: Any, nproc: int) -> Callable[..., Any] | None:
@@ -167,7 +190,10 @@ def train_round(
         evaluated = evaluate_round(
             project,
             device=request.device,
-            extra={"wall_s": metrics["wall_s"], "ssft_mode": request.ssft_mode.value, "ssft_admitted": metrics.get("admitted")},
+            extra={
+                "wall_s": metrics["wall_s"], "ssft_mode": request.ssft_mode.value,
+                "ssft_admitted": metrics.get("admitted"), "recipe": metrics.get("recipe"),
+            },
         )
         metrics["mean_dice"] = evaluated.metrics.get("mean_dice")
         metrics["evaluated_on"] = evaluated.metrics.get("evaluated_on")
@@ -187,6 +213,7 @@ def _train(
     """Prepare L and U \\ L, run the round's phases, save f_{t+1}; the metrics (no store change)."""
     from assft_core.data.preprocess import preprocess_case
     from assft_core.models.loaded import load_model, save_model
+    from assft_core.train.retention import needs_base_model
     from assft_core.train.ssft import RoundProgress, run_round_training
 
     t0 = time.perf_counter()
@@ -212,6 +239,8 @@ def _train(
     parent = workspace.model_for_round(project, round_idx)
     model = load_model(parent.path, device=request.device)
     card = model.card
+    finetune_cfg = request.finetune_config(project)
+    base = load_model(workspace.base_model(project).path, device=request.device) if needs_base_model(finetune_cfg) else None
     ssft_cfg = dataclasses.replace(
         project.config.ssft,
         mode=request.ssft_mode,
@@ -249,6 +278,8 @@ def _train(
         on_progress=on_progress,
         should_stop=sink.should_stop,
         train_fn=_train_fn(card, request.nproc),
+        finetune_cfg=finetune_cfg,
+        base=base,
     )
     wall = {"prepare": prep_s, **result.timings_s}
     if result.stopped:
@@ -268,10 +299,12 @@ def _train(
             "label_sources": sorted({current[c.case_id].source for c in labelled_cases}),
             "admitted": admitted,
             "ssft_mode": request.ssft_mode.value,
+            "recipe": finetune_cfg.label,
             "steps": {"supervised": request.supervised_steps, "ssft": request.ssft_steps},
         },
         notes=f"Fine-tuned by ASSFT Studio in round {round_idx} of project {project.folder.name} "
-        f"from {parent.tag} on {len(labelled)} labelled case(s) (SSFT {request.ssft_mode.value}, |R| = {len(admitted)}).",
+        f"from {parent.tag} on {len(labelled)} labelled case(s) (SSFT {request.ssft_mode.value}, |R| = {len(admitted)}, "
+        f"recipe {finetune_cfg.label}).",
     )
     save_model(result.network, new_card, model_dir)
     report = result.report.to_dict() if result.report is not None else None
@@ -290,6 +323,8 @@ def _train(
         "ssft_cases": _case_rows(report),
         "pseudo_labels": (report or {}).get("pseudo_summary"),
         "final_loss": (result.ssft or result.supervised).loss,
+        "recipe": finetune_cfg.label,
+        "retention": result.retention,
         "checkpoint": project.relative(model_dir),
         "wall_s": wall,
     }

@@ -48,15 +48,18 @@ class TrainData:
     Attributes:
         labelled: expert-labelled cases L (at least one).
         pseudo: pseudo-labelled cases R for the SSFT phase; empty for supervised training.
+        retained: retention targets, f_0's confident predictions on unlabelled pool cases
+            (recipe `retention`, METHOD.md §6); empty otherwise.
     """
 
     labelled: list[TrainSample]
     pseudo: list[TrainSample] = field(default_factory=list)
+    retained: list[TrainSample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.labelled:
             raise DataError("no labelled case to train on. Fix: label at least one case first.")
-        channels = {s.image.shape[0] for s in [*self.labelled, *self.pseudo]}
+        channels = {s.image.shape[0] for s in [*self.labelled, *self.pseudo, *self.retained]}
         if len(channels) > 1:
             raise DataError(
                 f"training cases have different channel counts {sorted(channels)}. Fix: give every "
@@ -64,5 +67,8 @@ class TrainData:
             )
 
     def case_ids(self) -> dict[str, list[str]]:
-        """Ids of the labelled and pseudo-labelled cases, in order (stored in checkpoints)."""
-        return {"labelled": [s.case_id for s in self.labelled], "pseudo": [s.case_id for s in self.pseudo]}
+        """Ids of the labelled, pseudo-labelled (and retention) cases, in order (stored in checkpoints)."""
+        ids = {"labelled": [s.case_id for s in self.labelled], "pseudo": [s.case_id for s in self.pseudo]}
+        if self.retained:
+            ids["retained"] = [s.case_id for s in self.retained]
+        return ids

@@ -19,6 +19,7 @@ from assft_core.train.data import TrainSample
 STREAM_LABELLED = 0
 STREAM_PSEUDO = 1
 STREAM_TORCH = 2
+STREAM_RETAINED = 3
 
 # Intensity jitter: multiply by U(1 − s, 1 + s), add U(−o, o) (normalised intensities ~[0, 1]).
 _SCALE_JITTER = 0.1

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from assft_core.config import InferenceConfig, QueryConfig, SSFTConfig, SSFTMode, TrainConfig
+from assft_core.config import FinetuneConfig, InferenceConfig, QueryConfig, SSFTConfig, SSFTMode, TrainConfig
 from assft_core.data.records import PreprocessedCase
 from assft_core.errors import DataError, ModelError, StateError
 from assft_core.models.card import ModelCard
@@ -42,6 +42,7 @@ from assft_core.train.checkpoint import CHECKPOINT_NAME
 from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.pseudo import PseudoLabelStats, load_pseudo_label, make_pseudo_label, save_pseudo_label
 from assft_core.train.reliability import ReliabilityReport, reliability_report, semantic_distance
+from assft_core.train.retention import RETENTION_DIR, RoundRetention
 from assft_core.train.trainer import ProgressEvent, TrainResult, train
 
 SUPERVISED_DIR = "supervised"
@@ -94,6 +95,8 @@ class SSFTResult:
             resumptions.
         run_dir: the round's folder.
         stopped: True when `should_stop` ended the round early (call again to resume).
+        retention: what the retention recipe did (METHOD.md §6): recipe, recalibration reports,
+            retention targets, interpolation; {"recipe": "paper"} without one.
     """
 
     network: nn.Module
@@ -103,6 +106,7 @@ class SSFTResult:
     timings_s: dict[str, float]
     run_dir: Path
     stopped: bool = False
+    retention: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class _ScoringStopped(Exception):
@@ -124,6 +128,8 @@ def run_round_training(
     on_progress: Callable[[RoundProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     train_fn: Callable[..., TrainResult] | None = None,
+    finetune_cfg: FinetuneConfig | None = None,
+    base: LoadedModel | None = None,
 ) -> SSFTResult:
     """Fine-tune f_t into f_{t+1}: supervised phase, selection of R, SSFT phase (METHOD.md §4).
 
@@ -147,6 +153,8 @@ def run_round_training(
         should_stop: polled after every step and scored case; True stops the round (resumable).
         train_fn: runs one training phase with `train`'s signature; None: `train` in this process;
             `functools.partial(train_with_torchrun, card=..., nproc=N)` for DDP (docs/distributed.md).
+        finetune_cfg: the retention recipe (METHOD.md §6); None: the paper's (no retention).
+        base: f_0, frozen, when the recipe reads its weights (l2sp, retention, wise).
 
     Returns:
         The trained network, both TrainResults, the ReliabilityReport and timings per phase.
@@ -172,20 +180,29 @@ def run_round_training(
             on_progress(RoundProgress(phase, done / total if total else 1.0, message, event))
 
     fit = train_fn or train
+    retention = RoundRetention.build(finetune_cfg or FinetuneConfig(), network, card.backbone, base)
+    phase_cfg = retention.train_config(train_cfg)
+    extra = retention.trainer_kwargs()
+    pool_cases = [*labelled, *unlabelled]
     labelled_samples = [_labelled_sample(c) for c in labelled]
+    retained = retention.retention_targets(
+        unlabelled, query_cfg=query_cfg, infer_cfg=infer_cfg, ignore_index=train_cfg.ignore_index,
+        folder=run_dir / RETENTION_DIR,
+    )
     sup_dir = run_dir / SUPERVISED_DIR
     sup = fit(
-        dataclasses.replace(train_cfg, steps=n_sup),
+        dataclasses.replace(phase_cfg, steps=n_sup),
         network,
-        TrainData(labelled_samples),
+        TrainData(labelled_samples, retained=retained),
         run_dir=sup_dir,
         on_progress=lambda e: emit(PHASE_SUPERVISED, e.step, f"supervised step {e.step}/{n_sup}", e),
         should_stop=should_stop,
         resume_from=_existing_run(sup_dir),
         phase=PHASE_SUPERVISED,
+        **extra,
     )
     timings = {PHASE_SUPERVISED: _elapsed(sup), PHASE_SCORING: 0.0, PHASE_SSFT: 0.0}
-    result = SSFTResult(network, sup, None, None, timings, run_dir)
+    result = SSFTResult(network, sup, None, None, timings, run_dir, retention=retention.log)
     if sup.stopped or (should_stop is not None and should_stop()):
         result.stopped = True
         return result
@@ -198,8 +215,14 @@ def run_round_training(
             report = reliability_report([], np.zeros(0), np.zeros(0), ssft_cfg, labelled_ids=_ids(labelled))
             report.save(selection_dir / REPORT_NAME)
         result.report = report
+        retention.finish(network, pool_cases, infer_cfg)
         return result
 
+    ssft_dir = run_dir / SSFT_DIR
+    if _existing_run(ssft_dir) is None:
+        # f_t^sup's pseudo-labels and the SSFT phase start from the recalibrated model (a resumed
+        # SSFT phase loads its own checkpoint instead).
+        retention.recalibrate(network, pool_cases, infer_cfg, when="supervised")
     if report is None:
         try:
             report = _select(
@@ -220,20 +243,22 @@ def run_round_training(
         TrainSample(cid, by_id[cid].image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
         for cid in report.admitted_ids
     ]
-    ssft_dir = run_dir / SSFT_DIR
     ssft = fit(
-        dataclasses.replace(train_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
+        dataclasses.replace(phase_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
         network,
-        TrainData(labelled_samples, pseudo_samples),
+        TrainData(labelled_samples, pseudo_samples, retained),
         run_dir=ssft_dir,
         on_progress=lambda e: emit(PHASE_SSFT, n_sup + e.step, f"SSFT step {e.step}/{n_ssft} (|R| = {len(pseudo_samples)})", e),
         should_stop=should_stop,
         resume_from=_existing_run(ssft_dir),
         phase=PHASE_SSFT,
+        **extra,
     )
     result.ssft = ssft
     result.stopped = ssft.stopped
     timings[PHASE_SSFT] = _elapsed(ssft)
+    if not ssft.stopped:
+        retention.finish(network, pool_cases, infer_cfg)
     return result
 
 

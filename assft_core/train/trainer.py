@@ -16,7 +16,7 @@ the config, checkpoints and progress.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from assft_core.config import BNMode, TrainConfig, to_dict
+from assft_core.config import BNMode, TrainConfig, Trainable, to_dict
 from assft_core.errors import AssftError, StateError
 from assft_core.models.inference import logits_of
 from assft_core.train import distributed as ddp
+from assft_core.train.anchoring import WeightAnchor, trainable_parameters
 from assft_core.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -41,10 +42,12 @@ from assft_core.train.checkpoint import (
     set_rng_states,
 )
 from assft_core.train.data import TrainData
+from assft_core.train.lora import attach_lora, merge_lora
 from assft_core.train.losses import MaskedDiceCELoss, ignore_ce, lambda_u_ramp
 from assft_core.train.sampling import (
     STREAM_LABELLED,
     STREAM_PSEUDO,
+    STREAM_RETAINED,
     STREAM_TORCH,
     PatchSource,
     prepare_source,
@@ -70,6 +73,8 @@ class ProgressEvent:
         loss: total loss of the step (labelled + λ_u · pseudo).
         loss_labelled: Dice + CE on the labelled batch.
         loss_pseudo: CE on the pseudo-labelled batch (0 without pseudo-labels).
+        loss_retained: CE on f_0's retention targets (0 without them; METHOD.md §6).
+        penalty: the L2-SP term Σ‖θ − θ_0‖² before its weight α_sp (0 without an anchor).
         lr: learning rate used by the step.
         lambda_u: weight of the pseudo-label loss at this step (0 without pseudo-labels).
         elapsed_s: wall time of the run so far in seconds, across resumptions.
@@ -87,6 +92,8 @@ class ProgressEvent:
     elapsed_s: float
     eta_s: float
     phase: str
+    loss_retained: float = 0.0
+    penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the event."""
@@ -167,15 +174,22 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     resume_from: Path | None = None,
     phase: str | None = None,
+    anchor: WeightAnchor | None = None,
+    encoder: Sequence[str] = (),
 ) -> TrainResult:
-    """Train `network` in place for `cfg.steps` optimiser steps (ASSFT, METHOD.md §4–§5).
+    """Train `network` in place for `cfg.steps` optimiser steps (ASSFT, METHOD.md §4–§6).
 
     Each step draws `cfg.batch_size` labelled patches (crops centred on foreground with
     probability `cfg.fg_crop_prob`, never on ignore voxels; flips and intensity jitter when
     `cfg.augment`) and, when `data.pseudo` is not empty, `cfg.unlabelled_batch_size` pseudo-labelled
     patches; both go through the network in one batch. Loss:
     `DiceCE(L) + λ_u(e/E) · CE_ignore(R)`, `λ_u` from `lambda_u_ramp` with e/E = (step + 1) / steps,
-    voxels labelled `cfg.ignore_index` left out of both terms. AdamW, cosine schedule to 0 over
+    voxels labelled `cfg.ignore_index` left out of both terms. Retention recipes (METHOD.md §6):
+    with `data.retained`, `cfg.retention_batch_size` more patches of f_0's retention targets add
+    `λ_r · CE_ignore` (`cfg.retention_weight`, constant); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
+    (`cfg.l2sp_alpha`); `cfg.trainable` "decoder" / "lora" trains part of the network (LoRA
+    adapters are attached for the run and merged into the weights when it ends, stopped or not).
+    AdamW, cosine schedule to 0 over
     `cfg.steps`. A checkpoint is written every `cfg.checkpoint_every` steps, at the end and when
     stopped; `config.json` is written beside it at the start. The network is left in eval mode.
 
@@ -191,6 +205,9 @@ def train(
         resume_from: a checkpoint (or run folder) of a killed or stopped run of the same settings
             and cases; training continues from its step.
         phase: label of the events; default "ssft" with pseudo-labels, else "supervised".
+        anchor: θ_0 of L2-SP (None: no penalty).
+        encoder: module names of the encoder (`Backbone.encoder_stages`), for `cfg.trainable`
+            "decoder" and "lora".
 
     Returns:
         The last step, loss, checkpoint path and the full history of events.
@@ -212,7 +229,13 @@ def train(
     phase = phase or ("ssft" if data.pseudo else "supervised")
 
     network.to(device)
-    params = _prepare_bn(network, cfg.bn_mode)
+    trainable = Trainable(cfg.trainable)
+    if trainable is Trainable.LORA:
+        attach_lora(network, encoder, cfg.lora_rank, cfg.lora_alpha)
+        network.to(device)
+    named = dict(network.named_parameters())
+    allowed = {id(named[n]) for n in trainable_parameters(network, trainable, encoder)}
+    params = [p for p in _prepare_bn(network, cfg.bn_mode) if id(p) in allowed]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.steps, 1), eta_min=0.0)
     loss_fn = MaskedDiceCELoss(cfg.ignore_index)
@@ -235,6 +258,9 @@ def train(
         model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     labelled = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.labelled]
     pseudo = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.pseudo]
+    retained = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.retained]
+    if (retained or anchor is not None) and ddp.get_world_size() > 1:
+        raise StateError("the retention term and L2-SP are not available under torchrun yet. Fix: train with nproc 1.")
 
     def checkpoint(elapsed: float) -> None:
         if not is_main:
@@ -260,7 +286,10 @@ def train(
     stopped = False
     try:
         while step < cfg.steps:
-            event = _one_step(cfg, model, optimizer, scheduler, loss_fn, labelled, pseudo, step, device, phase)
+            event = _one_step(
+                cfg, model, optimizer, scheduler, loss_fn, labelled, pseudo, step, device, phase,
+                retained=retained, anchor=anchor,
+            )
             step += 1
             last_loss = event.loss
             elapsed = prior_elapsed + time.perf_counter() - t0
@@ -284,6 +313,8 @@ def train(
         ddp.broadcast_module_state(network)
         ddp.barrier()
     finally:
+        if trainable is Trainable.LORA:
+            merge_lora(network)
         network.eval()
     return TrainResult(step=step, loss=last_loss, checkpoint_path=ckpt_path, history=history, stopped=stopped)
 
@@ -299,6 +330,9 @@ def _one_step(
     step: int,
     device: torch.device,
     phase: str,
+    *,
+    retained: list[PatchSource] | None = None,
+    anchor: WeightAnchor | None = None,
 ) -> ProgressEvent:
     """Run optimiser step `step` (0-based); its draws depend on (cfg.seed, step) only.
 
@@ -334,6 +368,17 @@ def _one_step(
         )
         images, labels = np.concatenate([images, p_images]), np.concatenate([labels, p_labels])
         lam = lambda_u_ramp((step + 1) / cfg.steps, cfg.lambda_u_max)
+    n_pseudo = len(images) - cfg.batch_size
+    if retained:
+        r_images, r_labels = sample_batch(
+            retained,
+            cfg.retention_batch_size,
+            cfg.patch_size,
+            cfg.fg_crop_prob,
+            cfg.augment,
+            step_rng(cfg.seed, step, STREAM_RETAINED),
+        )
+        images, labels = np.concatenate([images, r_images]), np.concatenate([labels, r_labels])
     torch.manual_seed(_torch_seed(cfg.seed, step, rank))  # dropout and any other torch randomness
 
     x = torch.from_numpy(images).to(device)
@@ -341,10 +386,14 @@ def _one_step(
     n_lab = cfg.batch_size
     logits = logits_of(network(x))
     loss_lab = loss_fn(logits[:n_lab], y[:n_lab])
-    loss_ps = ignore_ce(logits[n_lab:], y[n_lab:], cfg.ignore_index) if pseudo else torch.zeros((), device=device)
+    zero = torch.zeros((), device=device)
+    end_ps = n_lab + n_pseudo
+    loss_ps = ignore_ce(logits[n_lab:end_ps], y[n_lab:end_ps], cfg.ignore_index) if pseudo else zero
+    loss_ret = ignore_ce(logits[end_ps:], y[end_ps:], cfg.ignore_index) if retained else zero
+    penalty = anchor.penalty(network) if anchor is not None else zero
     if world > 1:
         loss_lab, loss_ps = _global_ce_weighting(logits, y, n_lab, loss_lab, loss_ps, cfg.ignore_index)
-    loss = loss_lab + lam * loss_ps
+    loss = loss_lab + lam * loss_ps + cfg.retention_weight * loss_ret + cfg.l2sp_alpha * penalty
     # Mean over ranks = the global batch's loss; every rank sees the same value, so all raise together.
     reported = ddp.all_reduce_mean(torch.stack([loss.detach(), loss_lab.detach(), loss_ps.detach()]))
     if not torch.isfinite(reported[0]):
@@ -368,6 +417,8 @@ def _one_step(
         elapsed_s=0.0,
         eta_s=0.0,
         phase=phase,
+        loss_retained=float(loss_ret.detach()),
+        penalty=float(penalty.detach()),
     )
 
 

@@ -62,6 +62,30 @@ def test_source_var_floor_and_layer_kl_from_moments():
     assert got == pytest.approx((kl0 + kl1) / 2, rel=1e-6)
 
 
+def test_case_variance_floor_is_phi_not_the_smallest_source_variance():
+    # No source channel sits at the floor: φ_s = max(1e-5, 1e-3 · median(1, 2, 4) = 2e-3) = 2e-3,
+    # while the smallest floored source variance is 1.0. A case channel that is constant (σ²_x = 0)
+    # must be floored at φ_s = 2e-3 (METHOD.md §1), not at 1.0.
+    x = torch.tensor([[0.5, 0.5], [1.0, 3.0], [2.0, 2.0]], dtype=torch.float64)
+    m = NormMoments(sum=x.sum(1), sumsq=(x * x).sum(1), n=2)
+    mu_s, var_s = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 2.0, 4.0])
+    phi = 2e-3
+
+    def kl(mu: float, var: float, vs: float) -> float:
+        return 0.5 * math.log(vs / var) + (var + mu * mu) / (2 * vs) - 0.5
+
+    expected = (kl(0.5, phi, 1.0) + kl(2.0, 1.0, 2.0) + kl(2.0, phi, 4.0)) / 3
+    assert layer_kl(m, mu_s, var_s, CFG) == pytest.approx(expected, rel=1e-9)
+
+
+def test_scoring_cache_key_carries_the_metrics_version(monkeypatch):
+    from assft_core.query import scoring
+
+    before = scoring._case_key("model", "content", CFG)
+    monkeypatch.setattr(scoring, "METRICS_VERSION", scoring.METRICS_VERSION + 1)
+    assert scoring._case_key("model", "content", CFG) != before
+
+
 def test_knowledge_gap_median_over_pool_only():
     kl = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [100.0, 1000.0]])
     pool = np.array([True, True, True, False])  # the last row is a test case
