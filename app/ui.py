@@ -17,6 +17,7 @@ import streamlit as st
 
 from assft_core.errors import AssftError
 from assft_core.session.project import Project, open_project
+from assft_core.session.round_change import RoundChange
 from assft_core.session.rounds import RoundInfo, RoundState, current_round
 
 PROJECT_KEY = "assft_project_dir"
@@ -109,3 +110,20 @@ def round_banner(project: Project) -> RoundInfo:
     st.caption(f"Project `{project.folder}` · mode: {mode}")
     st.info(f"Round {info.idx} is **{info.state.value}**. Next: {NEXT_STEP_UI[info.state]}.")
     return info
+
+
+def round_change_panel(change: RoundChange) -> None:
+    """What a round changed, plain words first: the mean f_t → f_{t+1}, a warning per site that got
+    worse, then the table of test Dice per site with the change."""
+    if not change.comparable:
+        st.caption(change.note)
+        return
+    first, *worse = change.sentences()
+    (st.warning if change.worse_sites else st.success)(first)
+    for sentence in worse:
+        (st.warning if change.worse_sites else st.caption)(sentence)
+    st.dataframe(change.rows(), hide_index=True, column_config={
+        change.before: st.column_config.NumberColumn(f"{change.before} (before)", format="%.3f"),
+        change.after: st.column_config.NumberColumn(f"{change.after} (after)", format="%.3f"),
+        "change": st.column_config.NumberColumn("change", format="%+.3f"),
+    })

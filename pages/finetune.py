@@ -9,11 +9,12 @@ import streamlit as st
 
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import fmt_number, format_seconds, read_progress_events
-from app.ui import flash, guard, require_project, round_banner
+from app.ui import flash, guard, require_project, round_banner, round_change_panel
 from assft_core.config import SSFTMode
 from assft_core.models.inference import resolve_device
 from assft_core.session import jobs, rounds
 from assft_core.session.evaluation import BIASED_NOTE, ON_TEST
+from assft_core.session.round_change import round_changes
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundInfo, RoundState
@@ -149,6 +150,10 @@ def after_training(project: Project, info: RoundInfo) -> None:
         st.metric(f"{label} after round {info.idx}", fmt_number((info.metrics.get("overall") or {}).get("mean_dice")))
         if not on_test:
             st.caption(BIASED_NOTE)
+        change = next((c for c in round_changes(project) if c.round == info.idx), None)
+        if change is not None:
+            st.markdown(f"**What round {info.idx} changed** (test Dice, per site)")
+            round_change_panel(change)
         if st.button(f"Start round {info.idx + 1}", key="next-round", type="primary"):
             with guard("start the next round"):
                 new = rounds.start_next_round(project)

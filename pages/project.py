@@ -11,11 +11,12 @@ import streamlit as st
 from app import store_views
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import dataset_summary, round_history
-from app.ui import guard, require_project, round_banner
+from app.ui import guard, require_project, round_banner, round_change_panel
 from assft_core.data.records import Severity
 from assft_core.models.card import ModelCard
 from assft_core.query.table import ScoreTable
 from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, baseline_metrics
+from assft_core.session.round_change import round_changes
 from assft_core.session.project import Project
 from assft_core.session.rounds import list_rounds
 from assft_core.session.workspace import base_model
@@ -150,6 +151,13 @@ def history_section(project: Project) -> None:
         for p in points
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    changes = round_changes(project)
+    if changes:
+        st.markdown(f"**What round {changes[-1].round} changed** (the latest round; test Dice per site)")
+        round_change_panel(changes[-1])
+        worse_before = [c for c in changes[:-1] if c.comparable and c.worse_sites]
+        for c in worse_before:
+            st.caption(" ".join(c.sentences()))
 
 
 st.title("Project")

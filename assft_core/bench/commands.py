@@ -132,6 +132,11 @@ def _add_strategies(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", metavar="PATTERN",
                    help="compute only the runs whose id matches a shell pattern, e.g. 'balanced/*/selective/seed-0' "
                    "(ids: POOL/STRATEGY/SSFT_MODE/seed-N, POOL/ceiling/seed-N); the rest stay to do")
+    p.add_argument("--recipe", metavar="NAME[+NAME]",
+                   help="retention recipe of every strategy run, e.g. adabn+wise (default: the preset's; "
+                   "paper = as published; docs/METHOD.md §6); the ceiling always trains with paper")
+    p.add_argument("--ceiling-steps", type=_positive, metavar="N",
+                   help="steps of the full-supervision ceiling (default: as many as a whole run)")
     p.add_argument("--workers", type=_positive, default=1, metavar="N",
                    help="runs computed at once, each in its own process (default 1; e.g. 8-16 on a GPU machine)")
     p.set_defaults(func=_run_strategies)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from assft_core.config import SSFTMode, from_dict, to_dict
+from assft_core.config import FinetuneConfig, SSFTMode, from_dict, to_dict
 from assft_core.errors import AssftError
 
 ALL_SSFT_MODES: tuple[SSFTMode, ...] = tuple(SSFTMode)
@@ -51,6 +51,10 @@ class StrategyBenchConfig:
         batch_size / patch_size: training batch (patches) and crop (voxels).
         ceiling: train on all of the seed's pool (the full-supervision reference).
         floor: evaluate `f_0` as it is (needs a head for the target classes).
+        recipe: the retention recipe of every strategy run (METHOD.md §6), e.g. "adabn+wise";
+            "paper" is the method as published. The ceiling always trains with "paper" (all
+            labels: nothing to retain).
+        ceiling_train_steps: steps of the ceiling run; 0: as many as a whole run (`ceiling_steps`).
     """
 
     name: str = "custom"
@@ -70,6 +74,8 @@ class StrategyBenchConfig:
     patch_size: tuple[int, int, int] = (64, 64, 64)
     ceiling: bool = True
     floor: bool = True
+    recipe: str = "paper"
+    ceiling_train_steps: int = 0
 
     def __post_init__(self) -> None:
         # Values read back from JSON arrive as strings and lists: normalise them once here.
@@ -93,12 +99,20 @@ class StrategyBenchConfig:
             problems.append(f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
         if self.supervised_steps < 1 or self.ssft_steps < 0:
             problems.append("supervised_steps must be >= 1 and ssft_steps >= 0")
+        try:
+            object.__setattr__(self, "recipe", FinetuneConfig(recipe=self.recipe).label)
+        except ValueError as exc:
+            problems.append(str(exc).rstrip("."))
+        if self.ceiling_train_steps < 0:
+            problems.append("ceiling_train_steps must be >= 0")
         if problems:
             raise AssftError("invalid benchmark settings: " + "; ".join(problems) + ".")
 
     @property
     def ceiling_steps(self) -> int:
-        """Steps of the ceiling run: as many as a whole run's rounds together."""
+        """Steps of the ceiling run: `ceiling_train_steps`, else as many as a whole run's rounds together."""
+        if self.ceiling_train_steps:
+            return self.ceiling_train_steps
         ssft = 0 if self.ssft_mode is SSFTMode.NONE else self.ssft_steps
         return self.rounds * (self.supervised_steps + ssft)
 

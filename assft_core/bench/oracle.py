@@ -30,7 +30,7 @@ from assft_core.bench.config import StrategyBenchConfig
 from assft_core.bench.plan import ReferenceSpec, RunSpec
 from assft_core.bench.schema import ReferenceRecord, RoundRecord
 from assft_core.bench.views import write_view
-from assft_core.config import ProjectConfig, SSFTConfig, SSFTMode, TrainConfig
+from assft_core.config import FinetuneConfig, ProjectConfig, SSFTConfig, SSFTMode, TrainConfig
 from assft_core.data.records import DatasetManifest, Split
 from assft_core.errors import DataError, StateError
 from assft_core.session import jobs, rounds, workspace
@@ -75,10 +75,13 @@ class PoolInputs:
         return sorted(c.case_id for c in self.manifest.cases if c.split is Split.TEST)
 
 
-def project_config(cfg: StrategyBenchConfig, strategy: str, seed: int, mode: SSFTMode, device: str) -> ProjectConfig:
-    """The project settings of one run: the benchmark's budget, rounds and training, the run's
-    strategy, and its seed for the strategy and for training. Test cases are evaluated, never
-    scored: no one looks at their heatmaps in a benchmark."""
+def project_config(
+    cfg: StrategyBenchConfig, strategy: str, seed: int, mode: SSFTMode, device: str, *, recipe: str | None = None
+) -> ProjectConfig:
+    """The project settings of one run: the benchmark's budget, rounds, training and retention
+    recipe (`recipe` overrides it: the ceiling trains with "paper"), the run's strategy, and its
+    seed for the strategy and for training. Test cases are evaluated, never scored: no one looks
+    at their heatmaps in a benchmark."""
     return ProjectConfig(
         budget=cfg.budget,
         score_test_cases=False,
@@ -87,6 +90,7 @@ def project_config(cfg: StrategyBenchConfig, strategy: str, seed: int, mode: SSF
         seed=seed,
         train=TrainConfig(seed=seed, batch_size=cfg.batch_size, patch_size=cfg.patch_size, device=device),
         ssft=SSFTConfig(mode=mode, supervised_steps=cfg.supervised_steps, ssft_steps=cfg.ssft_steps),
+        finetune=FinetuneConfig(recipe=recipe or cfg.recipe),
     )
 
 
@@ -222,7 +226,7 @@ def run_ceiling(
     """
     from assft_core.session.loop import run_rounds
 
-    project = _run_project("random", spec.seed, SSFTMode.NONE, cfg, inputs, subset, work_dir, reference)
+    project = _run_project("random", spec.seed, SSFTMode.NONE, cfg, inputs, subset, work_dir, reference, recipe="paper")
     run_rounds(
         project, 1, len(subset), "random", ssft_mode=SSFTMode.NONE, supervised_steps=cfg.ceiling_steps,
         ssft_steps=0, device=inputs.device, log=log,
@@ -287,11 +291,12 @@ def _run_project(
     subset: list[str],
     work_dir: Path,
     reference: Project,
+    recipe: str | None = None,
 ) -> Project:
     view_dir = work_dir / "data"
     if not (work_dir / "project" / STORE_NAME).is_file():
         write_view(inputs.manifest, subset + inputs.test_ids, view_dir)
-    config = project_config(cfg, strategy, seed, mode, inputs.device)
+    config = project_config(cfg, strategy, seed, mode, inputs.device, recipe=recipe)
     project, created = open_or_create(work_dir / "project", view_dir, inputs.model_dir, config)
     if created:
         seed_from_reference(project, reference)

@@ -60,7 +60,9 @@ class RunStore:
         saved = out_dir / CONFIG_FILE
         if not saved.is_file():
             raise StateError(f"{out_dir} holds no benchmark ({CONFIG_FILE} missing); choose a new --out folder.")
-        old, new = json.loads(saved.read_text(encoding="utf-8")), cfg.to_dict()
+        # Settings added after a benchmark was started read as their defaults (from_dict fills them).
+        old = type(cfg).from_dict(json.loads(saved.read_text(encoding="utf-8"))).to_dict()
+        new = cfg.to_dict()
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise StateError(

@@ -136,6 +136,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         args.config, ssft=args.ssft, strategies=args.strategies, seeds=args.seeds, pools=args.pools,
         supervised_steps=args.supervised_steps, ssft_steps=args.ssft_steps, ssft_mode=args.ssft_mode,
         rounds=args.rounds, ceiling=False if args.no_ceiling else None, ablation_modes=() if args.no_ablation else None,
+        recipe=args.recipe, ceiling_train_steps=args.ceiling_steps,
     )
     out = Path(args.out or f"bench-{cfg.name}")
     outcome = run_benchmark(

@@ -71,7 +71,7 @@ def logits_of(raw_output: object) -> torch.Tensor:
     )
 
 
-def _network_device(network: nn.Module, cfg: InferenceConfig) -> torch.device:
+def network_device(network: nn.Module, cfg: InferenceConfig) -> torch.device:
     param = next(itertools.chain(network.parameters(), network.buffers()), None)
     return param.device if param is not None else resolve_device(cfg.device)
 
@@ -106,7 +106,7 @@ def predict_probs(
         raise AssftError(f"image must be (C, D, H, W); got shape {tuple(image.shape)}.")
     if not 1 <= cfg.n_tta <= len(_FLIPS):
         raise AssftError(f"InferenceConfig.n_tta={cfg.n_tta}; it must be in 1..{len(_FLIPS)} (flip combinations).")
-    device = _network_device(network, cfg)
+    device = network_device(network, cfg)
     was_training = network.training
     network.eval()
     batch = image[None].to(device=device, dtype=torch.float32)

@@ -155,11 +155,20 @@ def _status(args: argparse.Namespace) -> int:
     project = project_from_args(args)
     print(f"project {project.folder}  (mode: {'oracle/demo' if project.oracle else 'expert labels'})")
     _print_cases(project)
+    from assft_core.session.round_change import format_change, round_changes
+
     history = rounds.list_rounds(project)
+    changes = {c.round: c for c in round_changes(project)}
     print()
-    for past in history[:-1]:
-        shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float))}
-        print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+    for past in history:
+        if past.idx in changes:
+            print(f"round {past.idx}: {past.state.value}, {past.metrics.get('labelled', '?')} labelled "
+                  f"(recipe {past.metrics.get('recipe') or 'paper'}); test Dice {changes[past.idx].before} → "
+                  f"{changes[past.idx].after}:")
+            print(format_change(changes[past.idx]))
+        elif past is not history[-1]:
+            shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float))}
+            print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()))
     info = history[-1]
     print(f"round {info.idx}: {info.state.value}  → next: {rounds.NEXT_STEP[info.state]}")
     labelled = labels.current_labels(project)

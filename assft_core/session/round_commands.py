@@ -119,6 +119,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from assft_core.session.round_change import format_change, round_changes
     from assft_core.session.training_round import TrainRequest
 
     project = project_from_args(args)
@@ -137,6 +138,10 @@ def _train(args: argparse.Namespace) -> int:
             print(f"  SSFT: {warning}")
         if m.get("mean_dice") is not None:
             print(f"mean Dice {m['mean_dice']:.3f} ({m.get('evaluated_on')})")
+        change = next((c for c in round_changes(project) if c.round == info.idx), None)
+        if change is not None:
+            print(f"what round {info.idx} changed (test Dice):")
+            print(format_change(change))
         print(f"next: {rounds.NEXT_STEP[rounds.current_round(project).state]}")
     return 0
 

@@ -61,7 +61,6 @@ class RoundRetention:
         base: f_0 (frozen, eval mode), or None when the recipe does not read it.
         encoder: module names of the encoder stages (partial fine-tuning, LoRA).
         head: state-key prefixes of the class head.
-        stride: the encoder's total stride (recalibration windows).
         log: what each recipe step did, for the round's report (JSON-ready).
     """
 
@@ -69,7 +68,6 @@ class RoundRetention:
     base: LoadedModel | None
     encoder: list[str]
     head: tuple[str, ...]
-    stride: int
     log: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -84,15 +82,15 @@ class RoundRetention:
             raise ModelError(f"recipe {cfg.label} needs f_0's weights, and none were given.")
         backbone = get_backbone(card_backbone)
         try:
-            encoder, head, stride = backbone.encoder_stages(network), tuple(backbone.head_prefixes(network)), backbone.total_stride(network)
+            encoder, head = backbone.encoder_stages(network), tuple(backbone.head_prefixes(network))
         except NotImplementedError:
-            encoder, head, stride = [], (), 1
+            encoder, head = [], ()
         if (cfg.uses(Recipe.DECODER) or cfg.uses(Recipe.LORA)) and not encoder:
             raise ModelError(
                 f"recipe {cfg.label} trains part of the network, but backbone {card_backbone!r} does not say where "
                 "its encoder is. Fix: use recipe 'paper' or 'adabn'."
             )
-        return cls(cfg, base, list(encoder), head, int(stride), {"recipe": cfg.label})
+        return cls(cfg, base, list(encoder), head, {"recipe": cfg.label})
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all)."""
@@ -208,9 +206,7 @@ class RoundRetention:
         """AdaBN over `cases` (every pool case, labelled or not) when the recipe has `adabn`."""
         if not self.cfg.uses(Recipe.ADABN):
             return
-        report = recalibrate_batchnorm(
-            network, (c.image for c in cases), infer_cfg, stride=self.stride, should_stop=should_stop
-        )
+        report = recalibrate_batchnorm(network, (c.image for c in cases), infer_cfg, should_stop=should_stop)
         self.log[f"adabn_{when}"] = report.to_dict()
 
     def finish(

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from app_factories import AFFINE, drive_oracle_round, make_dataset, make_model_dir, store_scores, write_nifti
 
 from assft_core.config import ProjectConfig
@@ -78,13 +79,32 @@ def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, orac
     assert _values(traces["all sites"]["x"]) == [0, 1]
     assert _values(traces["all sites"]["y"]) == [0.3, 0.6]
     assert _values(traces["site A"]["y"]) == [0.2, 0.7] and _values(traces["site B"]["y"]) == [0.4, 0.5]
-    history = at.dataframe[-1].value
+    history, change = at.dataframe[-2].value, at.dataframe[-1].value
+    assert change.to_dict("records")[1:] == [
+        {"site": "A", "f_0": 0.2, "f_1": 0.7, "change": pytest.approx(0.5)},
+        {"site": "B", "f_0": 0.4, "f_1": 0.5, "change": pytest.approx(0.1)},
+    ]
+    assert any("0.300 (f_0) → 0.600 (f_1), +0.300" in s.value for s in at.success)
     assert history.to_dict("records") == [
         {"model": "f_0", "labelled": 0, "evaluated on": "test", "mean Dice": 0.3, "A": 0.2, "B": 0.4},
         {"model": "f_1", "labelled": 2, "evaluated on": "test", "mean Dice": 0.6, "A": 0.7, "B": 0.5},
     ]
     assert not at.warning  # every point is a test-set result
     assert not [b for b in at.button if b.key == "evaluate-baseline"]  # f_0 is evaluated already
+
+
+def test_a_site_that_got_worse_is_said_in_plain_words(run_page, oracle_project) -> None:
+    drive_oracle_round(oracle_project, RoundState.EVALUATED)  # f_1: A 0.7, B 0.5
+    baseline = {"overall": {"mean_dice": 0.55}, "per_site": {"A": {"mean_dice": 0.5}, "B": {"mean_dice": 0.6}},
+                "evaluated_on": "test"}
+    path = baseline_path(oracle_project, base_model(oracle_project))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline))
+    at = run_page("project", oracle_project.folder)
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert "Site B got worse: Dice 0.600 → 0.500 (-0.100)." in warnings
+    assert not any("Site A" in w for w in warnings)
 
 
 def test_f0_evaluation_button_queues_a_baseline_job(run_page, oracle_project, fake_jobs) -> None:

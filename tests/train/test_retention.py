@@ -33,7 +33,7 @@ from assft_core.models.registry import get_backbone
 from assft_core.train.anchoring import WeightAnchor, interpolate_weights, trainable_parameters
 from assft_core.train.data import TrainData
 from assft_core.train.lora import attach_lora, has_lora, merge_lora
-from assft_core.train.recalibration import batchnorm_layers, recalibrate_batchnorm
+from assft_core.train.recalibration import RecalibrationStopped, batchnorm_layers, recalibrate_batchnorm
 from assft_core.train.ssft import run_round_training
 from assft_core.train.trainer import train
 from tests.train.factories import cube_sample, identity_case
@@ -107,13 +107,14 @@ def test_recalibration_changes_running_statistics_only_and_matches_pooled_moment
     net.eval()
     before = copy.deepcopy(net.state_dict())
     images = [cube_sample(f"c{i}", i, SIZE).image for i in range(3)]
-    report = recalibrate_batchnorm(net, iter(images), INFER, stride=UNET.total_stride(net))
+    report = recalibrate_batchnorm(net, iter(images), INFER)
     changed = _changed(before, net.state_dict())
-    assert changed and all(k.endswith(("running_mean", "running_var")) for k in changed)
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
     assert report.layers == batchnorm_layers(net) and report.cases == 3 and report.max_mean_shift > 0
-    # Each layer's new statistics are the exact pooled moments of its input over every voxel of
-    # every image, with the layers above normalising by batch statistics (as in training). Each
-    # image is one window here, so a plain train-mode forward per image is the reference.
+    assert not net.training
+    # Each layer's new statistics are what training's running statistics estimate: the average over
+    # window batches of each batch's mean and (unbiased) variance, every layer normalising by batch
+    # statistics. Each image is one window here, so a train-mode forward per image is the reference.
     reference = _net()
     reference.load_state_dict(before)
     reference.train()
@@ -130,12 +131,21 @@ def test_recalibration_changes_running_statistics_only_and_matches_pooled_moment
         h.remove()
     recalibrated = dict(net.named_modules())
     for name in report.layers:
-        pooled = torch.cat([x[0].flatten(1) for x in seen[name]], dim=1).double()
+        per_image = [x[0].flatten(1).double() for x in seen[name]]
+        mean = torch.stack([x.mean(1) for x in per_image]).mean(0)
+        var = torch.stack([x.var(1, unbiased=True) for x in per_image]).mean(0)
         bn = recalibrated[name]
-        assert torch.allclose(bn.running_mean.double(), pooled.mean(1), atol=1e-5), name
-        assert torch.allclose(bn.running_var.double(), pooled.var(1, unbiased=False), rtol=1e-4, atol=1e-6), name
-    # Its running statistics are back in place (the pass normalised by batch statistics).
-    assert all(m.running_mean is not None for m in recalibrated.values() if isinstance(m, torch.nn.BatchNorm3d))
+        assert torch.allclose(bn.running_mean.double(), mean, atol=1e-5), name
+        assert torch.allclose(bn.running_var.double(), var, rtol=1e-4, atol=1e-6), name
+        assert bn.momentum == 0.1  # restored
+
+
+def test_recalibration_stopped_leaves_the_statistics_as_they_were() -> None:
+    net = _net()
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(RecalibrationStopped):
+        recalibrate_batchnorm(net, [cube_sample("a", 0, SIZE).image] * 2, INFER, should_stop=lambda: True)
+    assert not _changed(before, net.state_dict())
 
 
 def test_recalibration_is_a_no_op_said_so_without_batchnorm() -> None:
