@@ -132,11 +132,12 @@ def _mean(metrics: Mapping[str, Any]) -> float | None:
 
 def round_changes(project: Project) -> list[RoundChange]:
     """f_t → f_{t+1} of every evaluated round, oldest first (f_0's stored evaluation before round 0)."""
+    evaluated = [info for info in list_rounds(project) if info.state is RoundState.EVALUATED]
+    if not evaluated:
+        return []  # nothing to compare: f_0's evaluation is not even looked up
     previous: Mapping[str, Any] | None = baseline_metrics(project)
     out: list[RoundChange] = []
-    for info in list_rounds(project):
-        if info.state is not RoundState.EVALUATED:
-            break
+    for info in evaluated:
         out.append(compare_evaluations(info.idx, previous, info.metrics))
         previous = info.metrics
     return out
