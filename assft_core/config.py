@@ -166,9 +166,10 @@ class TrainConfig:
         device: "auto", "cpu" or "cuda[:i]".
         trainable: which parameters are optimised (METHOD.md §6 partial fine-tuning; the round
             sets it from `FinetuneConfig.recipe`).
-        l2sp_alpha: α_sp of the L2-SP penalty α_sp · mean over the anchored (pre-trained, non-head)
-            parameters of (θ − θ_0)²: a mean, so its size does not depend on the parameter count.
-            In force only when the trainer is given an anchor θ_0 (recipe `l2sp`).
+        l2sp_alpha: α_sp of the L2-SP penalty α_sp · Σ ‖θ − θ_0‖² over the anchored (pre-trained,
+            non-head) parameters, summed as in Li et al. 2018 (a mean over the parameter count
+            would make α_sp = 0.01 inert: its gradient per weight would be ~1e-9, against ~1e-4
+            for the loss). In force only when the trainer is given an anchor θ_0 (recipe `l2sp`).
         retention_weight: λ_r, constant weight of the cross-entropy on f_0's retention targets
             (recipe `retention`).
         retention_batch_size: patches per step from the retention targets (when any).
@@ -206,12 +207,16 @@ class FinetuneConfig:
             is the method as published, with no retention.
         retention_tau: τ_r, f_0's voxel confidence below which a retention target is ignored.
         retention_fraction: fraction of U \\ L kept as retention cases, by f_0's ROI confidence c.
+        retention_class_quantile: per predicted class, voxels at least as confident as this
+            quantile of the class's confidences are kept even below τ_r (None: τ_r alone), so a
+            structure f_0 is never 90% sure of (the demo's CSF) is retained too.
         wise_alpha: α_w of the weight interpolation (1 − α_w) θ_0 + α_w θ_t.
     """
 
     recipe: tuple[Recipe, ...] = (Recipe.PAPER,)
     retention_tau: float = 0.9
     retention_fraction: float = 0.5
+    retention_class_quantile: float | None = None
     wise_alpha: float = 0.5
 
     def __post_init__(self) -> None:

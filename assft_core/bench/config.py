@@ -11,6 +11,12 @@ Presets (`PRESETS`):
 - `default`: meant to finish within 25 minutes on an idle 2-core CPU: unbalanced pool (40 cases,
   32 per seed), strategies assft / random / coreset, 3 seeds, 2 rounds × 2 labels, 100 supervised
   steps a round (batch 2 × 64³), SSFT mode `none`; ceiling (200 steps) and floor.
+- `recipes`: the headline of the retention recipes (METHOD.md §6): both pools (unbalanced first),
+  assft / random / coreset / dkd, 3 seeds, 3 rounds × 2 labels (budgets 2, 4, 6), 100 supervised
+  steps a round, SSFT `none`, with the default retention recipe (`--recipe paper` gives its
+  step-matched control: the same runs without retention); ceiling trained 1200 steps on the whole
+  seed subset (where test Dice stopped rising, docs/benchmarks.md); floor. Hours on this CPU: in
+  pieces with `--only`, `--stop-after` and `--resume`.
 - `full`: all eight strategies, both pools (unbalanced first: whole seeds of the pool active
   learning is for come first when a run is cut short), 3 seeds, 3 rounds × 2 labels (6 labels,
   METHOD.md §5's calibration point), the method's SSFT (`selective`, 200 + 100 steps a round)
@@ -27,6 +33,8 @@ from assft_core.config import FinetuneConfig, SSFTMode, from_dict, to_dict
 from assft_core.errors import AssftError
 
 ALL_SSFT_MODES: tuple[SSFTMode, ...] = tuple(SSFTMode)
+# The retention recipe of the `recipes` headline: the project default (config.DEFAULT_RECIPE).
+DEFAULT_RECIPE = FinetuneConfig().label
 ALL_STRATEGIES = ("assft", "random", "entropy", "fg_entropy", "coreset", "dkd", "kmeans_entropy", "clasp_pe")
 
 
@@ -144,6 +152,15 @@ PRESETS: dict[str, StrategyBenchConfig] = {
         patch_size=(16, 16, 16),
     ),
     "default": StrategyBenchConfig(name="default", supervised_steps=100),
+    "recipes": StrategyBenchConfig(
+        name="recipes",
+        pools=("unbalanced", "balanced"),
+        strategies=("assft", "random", "coreset", "dkd"),
+        rounds=3,
+        supervised_steps=100,
+        recipe=DEFAULT_RECIPE,
+        ceiling_train_steps=1200,
+    ),
     "full": StrategyBenchConfig(
         name="full",
         pools=("unbalanced", "balanced"),

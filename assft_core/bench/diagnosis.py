@@ -46,8 +46,10 @@ class Variant:
     ssft_steps: int = 0
 
 
-def _v(name: str, steps: int = 100, finetune: Mapping[str, Any] | None = None, **train: Any) -> Variant:
-    return Variant(name, dict(train), dict(finetune or {}), steps)
+def _v(
+    name: str, steps: int = 100, finetune: Mapping[str, Any] | None = None, ssft_steps: int = 0, **train: Any
+) -> Variant:
+    return Variant(name, dict(train), dict(finetune or {}), steps, ssft_steps)
 
 
 # The diagnosis of issue #15: BatchNorm statistics vs weight drift vs learning rate and steps, then
@@ -71,6 +73,26 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("lora+adabn", finetune={"recipe": "lora+adabn"}),
     _v("wise", finetune={"recipe": "wise"}),
     _v("wise+adabn", finetune={"recipe": "wise+adabn"}),
+    # Second look, after the first: a stronger L2-SP, BatchNorm frozen with each recipe, WiSE-FT's α.
+    _v("l2sp-1", l2sp_alpha=1.0, finetune={"recipe": "l2sp"}),
+    _v("l2sp-10", l2sp_alpha=10.0, finetune={"recipe": "l2sp"}),
+    _v("bn-frozen+lr-1e-4", bn_mode="frozen", lr=1e-4),
+    _v("bn-frozen+retention", bn_mode="frozen", finetune={"recipe": "retention"}),
+    _v("bn-frozen+wise", bn_mode="frozen", finetune={"recipe": "wise"}),
+    _v("bn-frozen+decoder", bn_mode="frozen", finetune={"recipe": "decoder"}),
+    _v("retention+wise", finetune={"recipe": "retention+wise"}),
+    _v("retention-q50", finetune={"recipe": "retention", "retention_class_quantile": 0.5}),
+    _v("bn-frozen+retention-q50-strong", bn_mode="frozen", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "retention", "retention_class_quantile": 0.5}),
+    _v("bn-frozen+retention+wise", bn_mode="frozen", finetune={"recipe": "retention+wise"}),
+    _v("bn-frozen+retention-strong", bn_mode="frozen", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "retention"}),
+    _v("bn-frozen+retention-strong+wise", bn_mode="frozen", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "retention+wise"}),
+    _v("wise-0.3", finetune={"recipe": "wise", "wise_alpha": 0.3}),
+    # SSFT (selective, 100 + 50 steps): pseudo-label voxel accuracy per site against the oracle.
+    _v("ssft-selective", ssft_steps=50),
+    _v("bn-frozen+ssft-selective", bn_mode="frozen", ssft_steps=50),
 )
 
 
@@ -131,6 +153,7 @@ def run_diagnosis(
             "mean_dice": report["overall"]["mean_dice"],
             "per_site": {s: v["mean_dice"] for s, v in report["per_site"].items()},
             "per_class": report["overall"]["dice_per_class"],
+            "per_site_class": {s: v["dice_per_class"] for s, v in report["per_site"].items()},
         }
 
     f0_path = out / F0_FILE
@@ -138,6 +161,11 @@ def run_diagnosis(
         atomic_write_json(f0_path, site_means(evaluate(f0.network, test, num_classes=k, cfg=infer_cfg).to_dict()))
     baseline = json.loads(f0_path.read_text(encoding="utf-8"))
     labelled = [preprocess_case(c, pre_cfg, cache_dir=cache) for c in pool if c.case_id in picks]
+    by_id = {c.case_id: c for c in pool}
+
+    def reference(case_id: str) -> Any:
+        # The oracle's label on the preprocessed grid: only to measure pseudo-label accuracy.
+        return preprocess_case(by_id[case_id], pre_cfg, cache_dir=cache).label
     unlabelled = [preprocess_case(dataclasses.replace(c, label_path=None), pre_cfg, cache_dir=cache) for c in pool if c.case_id not in picks]
     base_cfg = base_train or TrainConfig()
     for variant in variants:
@@ -158,7 +186,7 @@ def run_diagnosis(
         result = run_round_training(
             model.network, model.card, labelled, unlabelled, train_cfg=train_cfg, ssft_cfg=ssft_cfg,
             query_cfg=QueryConfig(), infer_cfg=infer_cfg, run_dir=out / "runs" / variant.name,
-            finetune_cfg=finetune, base=base,
+            finetune_cfg=finetune, base=base, reference=reference,
         )
         train_s = time.perf_counter() - t0
         scores = site_means(evaluate(result.network, test, num_classes=k, cfg=infer_cfg).to_dict())
@@ -174,6 +202,7 @@ def run_diagnosis(
             "delta_vs_f0": {s: v - baseline["per_site"][s] for s, v in scores["per_site"].items()},
             "delta_mean_vs_f0": scores["mean_dice"] - baseline["mean_dice"],
             "retention": result.retention,
+            "pseudo_labels": _pseudo_per_site(result.report) if variant.ssft_steps else None,
             "wall_s": {"round": train_s, "total": time.perf_counter() - t0},
         }
         atomic_write_json(path, record)
@@ -194,6 +223,14 @@ def summary_table(baseline: Mapping[str, Any], results: Sequence[Mapping[str, An
         deltas = " | ".join(f"{r['delta_vs_f0'].get(s, float('nan')):+.3f}" for s in sites)
         rows.append(f"| {r['variant']} | {r['mean_dice']:.3f} | {r['delta_mean_vs_f0']:+.3f} | {deltas} | {r['wall_s']['total']:.0f} |")
     return head + "\n".join(rows) + "\n"
+
+
+def _pseudo_per_site(report: Any) -> dict[str, Any] | None:
+    """Admitted cases and pseudo-label voxel accuracy per site, from an SSFT reliability report."""
+    if report is None:
+        return None
+    data = report.to_dict()
+    return {"admitted_ids": report.admitted_ids, "per_site": data["pseudo_per_site"], "overall": data["pseudo_summary"]}
 
 
 def _plain(cfg: TrainConfig) -> dict[str, Any]:

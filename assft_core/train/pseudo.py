@@ -79,8 +79,13 @@ def make_pseudo_label(
     *,
     case_id: str = "",
     reference: np.ndarray | None = None,
+    class_quantile: float | None = None,
 ) -> PseudoLabel:
     """`ỹ = argmax P`, voxels with `max_k p_k < τ_v` set to `ignore_index` (ASSFT, METHOD.md §4).
+
+    With `class_quantile` q (retention targets, METHOD.md §6), each predicted class k keeps the
+    voxels with `max_k p_k ≥ min(τ_v, q-quantile of that confidence over the voxels predicted k)`:
+    a small structure the model is never 90% sure of keeps its surest voxels instead of none.
 
     Args:
         probs: (K, D, H, W) softmax on any device, K < `ignore_index`.
@@ -89,6 +94,7 @@ def make_pseudo_label(
         case_id: the case's id (kept in the result and named in errors).
         reference: optional (1, D, H, W) or (D, H, W) reference label on the same grid; only
             measures the accuracy of the kept voxels (its `ignore_index` voxels are not compared).
+        class_quantile: optional q in [0, 1] of the per-class threshold (None: τ_v for all).
 
     Returns:
         The `PseudoLabel` (label on the CPU).
@@ -104,6 +110,14 @@ def make_pseudo_label(
         )
     conf, arg = probs.max(dim=0)
     keep = conf >= tau_v
+    if class_quantile is not None:
+        for k in torch.unique(arg).tolist():
+            of_k = arg == k
+            values = conf[of_k].float()
+            if values.numel() > 2**24:  # torch.quantile's input limit: a strided sample is exact enough
+                values = values[:: values.numel() // 2**24 + 1]
+            threshold = min(float(tau_v), float(torch.quantile(values, float(class_quantile))))
+            keep |= of_k & (conf >= threshold)
     label = torch.where(keep, arg, torch.full_like(arg, ignore_index)).to(torch.uint8)
     n_correct = n_compared = None
     if reference is not None:

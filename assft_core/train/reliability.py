@@ -203,14 +203,18 @@ class ReliabilityReport:
         """True when the SSFT phase has no pseudo-labelled case (R empty)."""
         return not self.admitted_ids
 
-    def pseudo_summary(self, admitted_only: bool = True) -> dict[str, float | int | None]:
-        """Voxel-weighted pseudo-label totals over R (or over every unlabelled case).
+    def pseudo_summary(self, admitted_only: bool = True, site: str | None = None) -> dict[str, float | int | None]:
+        """Voxel-weighted pseudo-label totals over R (or over every unlabelled case), optionally of
+        one site only.
 
         Returns:
             {"cases", "voxels", "kept_voxels", "kept_fraction", "kept_accuracy"}; fractions are
             None when nothing was counted, accuracy None without reference labels.
         """
-        rows = [c for c in self.cases if c.voxels is not None and (c.admitted or not admitted_only)]
+        rows = [
+            c for c in self.cases
+            if c.voxels is not None and (c.admitted or not admitted_only) and (site is None or c.site == site)
+        ]
         voxels = sum(int(c.voxels or 0) for c in rows)
         kept = sum(int(c.kept_voxels or 0) for c in rows)
         correct = sum(int(c.correct_voxels or 0) for c in rows)
@@ -229,6 +233,10 @@ class ReliabilityReport:
         data["mode"] = self.mode.value
         data["format"] = REPORT_FORMAT
         data["pseudo_summary"] = {"admitted": self.pseudo_summary(True), "all_unlabelled": self.pseudo_summary(False)}
+        data["pseudo_per_site"] = {
+            site: {"admitted": self.pseudo_summary(True, site), "all_unlabelled": self.pseudo_summary(False, site)}
+            for site in sorted({c.site for c in self.cases})
+        }
         return _finite(data)
 
     @classmethod

@@ -151,6 +151,7 @@ class RoundRetention:
             saved.get("unlabelled_ids") == unlabelled_ids
             and saved.get("tau_r") == self.cfg.retention_tau
             and saved.get("fraction") == self.cfg.retention_fraction
+            and saved.get("class_quantile") == self.cfg.retention_class_quantile
         )
         return list(saved["kept_ids"]) if same else None
 
@@ -169,7 +170,10 @@ class RoundRetention:
         def on_case(case: PreprocessedCase, out: ForwardOutputs) -> None:
             if out.probs is None:
                 raise ModelError("f_0 gave no softmax for the target classes, so it cannot supply retention targets.")
-            target = make_pseudo_label(out.probs, self.cfg.retention_tau, ignore_index, case_id=case.case_id)
+            target = make_pseudo_label(
+                out.probs, self.cfg.retention_tau, ignore_index, case_id=case.case_id,
+                class_quantile=self.cfg.retention_class_quantile,
+            )
             save_pseudo_label(folder, target)
             kept_fraction[case.case_id] = target.stats.kept_fraction
 
@@ -186,6 +190,7 @@ class RoundRetention:
         report = {
             "tau_r": self.cfg.retention_tau,
             "fraction": self.cfg.retention_fraction,
+            "class_quantile": self.cfg.retention_class_quantile,
             "unlabelled_ids": sorted(ids),
             "kept_ids": kept,
             "confidence": {cid: float(c) for cid, c in zip(ids, confidence)},

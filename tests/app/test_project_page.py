@@ -24,6 +24,15 @@ def _metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def _store_baseline(project, mean: float, sites: dict[str, float]) -> None:
+    """f_0's stored test evaluation, as `evaluate_baseline` would write it."""
+    baseline = {"overall": {"mean_dice": mean}, "per_site": {s: {"mean_dice": v} for s, v in sites.items()},
+                "evaluated_on": "test"}
+    path = baseline_path(project, base_model(project))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline))
+
+
 def _values(array: list | dict) -> list:
     """A plotly JSON array as a list (plotly writes numeric arrays as base64 with a dtype)."""
     if isinstance(array, dict):
@@ -67,11 +76,7 @@ def test_model_card_and_source_knowledge_in_plain_words(run_page, oracle_project
 
 def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, oracle_project) -> None:
     drive_oracle_round(oracle_project, RoundState.EVALUATED)
-    baseline = {"overall": {"mean_dice": 0.3}, "per_site": {"A": {"mean_dice": 0.2}, "B": {"mean_dice": 0.4}},
-                "evaluated_on": "test"}
-    path = baseline_path(oracle_project, base_model(oracle_project))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(baseline))
+    _store_baseline(oracle_project, 0.3, {"A": 0.2, "B": 0.4})
     at = run_page("project", oracle_project.folder)
     assert not at.exception
     (chart,) = at.get("plotly_chart")
@@ -95,11 +100,7 @@ def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, orac
 
 def test_a_site_that_got_worse_is_said_in_plain_words(run_page, oracle_project) -> None:
     drive_oracle_round(oracle_project, RoundState.EVALUATED)  # f_1: A 0.7, B 0.5
-    baseline = {"overall": {"mean_dice": 0.55}, "per_site": {"A": {"mean_dice": 0.5}, "B": {"mean_dice": 0.6}},
-                "evaluated_on": "test"}
-    path = baseline_path(oracle_project, base_model(oracle_project))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(baseline))
+    _store_baseline(oracle_project, 0.55, {"A": 0.5, "B": 0.6})
     at = run_page("project", oracle_project.folder)
     assert not at.exception
     warnings = [w.value for w in at.warning]

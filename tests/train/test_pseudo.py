@@ -56,3 +56,14 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert load_pseudo_label(tmp_path, "v").stats == no_ref.stats
     with pytest.raises(StateError, match="missing"):
         load_pseudo_label(tmp_path, "missing")
+
+
+def test_class_quantile_keeps_the_surest_voxels_of_a_class_never_above_tau() -> None:
+    # Class 1 is never 90% sure (0.6-0.8), class 0 always is (0.95): with τ 0.9 alone class 1 is
+    # all ignored; with q = 0.5 its surer half is kept, and class 0 keeps everything.
+    p1 = torch.tensor([0.6, 0.7, 0.75, 0.8, 0.05, 0.05]).reshape(6, 1, 1)
+    probs = torch.stack([1 - p1, p1])  # (2, 6, 1, 1)
+    plain = make_pseudo_label(probs, 0.9, 255)
+    assert plain.label[0, :4].ravel().tolist() == [255] * 4
+    balanced = make_pseudo_label(probs, 0.9, 255, class_quantile=0.5)
+    assert balanced.label[0].ravel().tolist() == [255, 255, 1, 1, 0, 0]

@@ -124,5 +124,8 @@ def test_report_json_round_trip(tmp_path) -> None:
     # Summary over R = every case with a pseudo-label: kept 12 of 20, correct 10 of 11 compared.
     assert data["pseudo_summary"]["admitted"]["kept_fraction"] == pytest.approx(12 / 20)
     assert data["pseudo_summary"]["admitted"]["kept_accuracy"] == pytest.approx(10 / 11)
+    # Per site: u0 is site A (6 of 7 right), u1 site B (4 of 4).
+    assert data["pseudo_per_site"]["A"]["admitted"]["kept_accuracy"] == pytest.approx(6 / 7)
+    assert data["pseudo_per_site"]["B"]["all_unlabelled"]["kept_accuracy"] == pytest.approx(1.0)
     back = ReliabilityReport.load(path)
     assert back.to_dict() == rep.to_dict() and back.cases[1].site == "B"
