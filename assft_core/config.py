@@ -43,6 +43,7 @@ class Recipe(str, enum.Enum):
     DECODER = "decoder"  # encoder frozen except its norms
     LORA = "lora"  # LoRA adapters on the encoder's Conv3d / Linear layers (peft), merged after
     WISE = "wise"  # weight interpolation (1 − α_w) θ_0 + α_w θ_t after each round
+    FROZEN_BN = "frozen_bn"  # BatchNorm running statistics and affine parameters kept (bn_mode frozen)
 
 
 class Trainable(str, enum.Enum):

@@ -11,6 +11,8 @@ keep f_0's knowledge, per `FinetuneConfig.recipe`:
   confident (its ROI confidence c in the top `retention_fraction`), unsure voxels ignored
   (`τ_r`), trained alongside the labels with weight λ_r;
 - `decoder` / `lora`: which parameters train (`TrainConfig.trainable`);
+- `frozen_bn`: BatchNorm layers keep their running statistics and affine parameters
+  (`TrainConfig.bn_mode` frozen, METHOD.md §5) — the statistics of f_0 throughout;
 - `wise`: θ = (1 − α_w) θ_0 + α_w θ_t at the end of the round (`anchoring.interpolate_weights`).
 
 Source-free throughout: only f_0's weights and target-pool images are used.
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from assft_core.config import FinetuneConfig, InferenceConfig, QueryConfig, Recipe, TrainConfig, Trainable
+from assft_core.config import BNMode, FinetuneConfig, InferenceConfig, QueryConfig, Recipe, TrainConfig, Trainable
 from assft_core.data.records import PreprocessedCase
 from assft_core.errors import ModelError
 from assft_core.fsutil import atomic_write_json
@@ -93,13 +95,15 @@ class RoundRetention:
         return cls(cfg, base, list(encoder), head, {"recipe": cfg.label})
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
-        """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all)."""
+        """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all) and,
+        with `frozen_bn`, BatchNorm frozen (its statistics and affine parameters kept)."""
         trainable = Trainable.ALL
         if self.cfg.uses(Recipe.DECODER):
             trainable = Trainable.DECODER
         elif self.cfg.uses(Recipe.LORA):
             trainable = Trainable.LORA
-        return dataclasses.replace(train_cfg, trainable=trainable)
+        bn_mode = BNMode.FROZEN if self.cfg.uses(Recipe.FROZEN_BN) else train_cfg.bn_mode
+        return dataclasses.replace(train_cfg, trainable=trainable, bn_mode=bn_mode)
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments of `train` (an L2-SP anchor, the encoder names); empty for the

@@ -254,3 +254,14 @@ def test_a_round_with_recipes_runs_and_reports_them(tmp_path, recipe: str) -> No
     assert set(network.state_dict()) == set(f0.state_dict())
     out = torch.softmax(network(torch.from_numpy(samples[0].image)[None]), 1)
     assert torch.isfinite(out).all() and np.isclose(float(out.sum(1).mean()), 1.0)
+
+
+def test_frozen_bn_recipe_freezes_batchnorm_for_the_round() -> None:
+    from assft_core.config import BNMode
+    from assft_core.train.retention import RoundRetention
+
+    net = _net()
+    plain = RoundRetention.build(FinetuneConfig(), net, "unet", None).train_config(TRAIN)
+    frozen = RoundRetention.build(FinetuneConfig(recipe="frozen_bn+decoder"), net, "unet", None).train_config(TRAIN)
+    assert plain.bn_mode is BNMode.TRAIN and plain.trainable is Trainable.ALL
+    assert frozen.bn_mode is BNMode.FROZEN and frozen.trainable is Trainable.DECODER
