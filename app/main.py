@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the repository, on the path
     sys.path.insert(0, str(ROOT))
 
+import importlib  # noqa: E402
 import os  # noqa: E402
 
 import streamlit as st  # noqa: E402
@@ -22,6 +23,44 @@ from app.jobs_widget import jobs_sidebar  # noqa: E402
 from app.ui import PROJECT_KEY, project_arg  # noqa: E402
 from assft_core.errors import AssftError  # noqa: E402
 from assft_core.session.project import open_project  # noqa: E402
+
+# Every engine module a page imports, imported here once, before any page runs, so which page a
+# session opens first never decides the import order (the engine's import graph is acyclic too:
+# tests/engine/test_import_order.py).
+ENGINE_MODULES: tuple[str, ...] = (
+    "assft_core.bench.schema",
+    "assft_core.config",
+    "assft_core.data.records",
+    "assft_core.errors",
+    "assft_core.models.card",
+    "assft_core.models.inference",
+    "assft_core.query.strategies.base",
+    "assft_core.query.table",
+    "assft_core.session.evaluation",
+    "assft_core.session.jobs",
+    "assft_core.session.paths",
+    "assft_core.session.progress",
+    "assft_core.session.project",
+    "assft_core.session.query",
+    "assft_core.session.round_change",
+    "assft_core.session.rounds",
+    "assft_core.session.workspace",
+    "assft_core.viz.case_data",
+    "assft_core.viz.coverage",
+    "assft_core.viz.curves",
+    "assft_core.viz.embedding",
+    "assft_core.viz.slices",
+)
+
+
+def import_engine() -> None:
+    """Import `ENGINE_MODULES` and the built-in query strategies (idempotent, thread-safe)."""
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
+    importlib.import_module("assft_core.query.strategies.base").list_strategies()
+
+
+import_engine()
 
 # (file under pages/, title, icon): the working loop first, then the views that explain it.
 PAGES: tuple[tuple[str, str, str], ...] = (
