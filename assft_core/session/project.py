@@ -293,6 +293,14 @@ def _scan(
             f"{manifest.root}: classes {manifest.classes} differ from the project's {classes}; "
             "a project has one label set: import a dataset with the same classes or create a new project."
         )
+    for case in manifest.cases:
+        try:
+            sanitize_id(case.case_id)
+        except DataError:
+            raise DataError(
+                f"{case.image_paths[0]}: its case id {case.case_id!r} has no usable characters; rename the file "
+                "(letters, digits, '.', '_' or '-', not only dots)."
+            ) from None
     reports = {
         sanitize_id(case.case_id): report
         for case, report in zip(manifest.cases, check_dataset(manifest, cfg=cfg), strict=True)
