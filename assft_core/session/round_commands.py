@@ -22,6 +22,7 @@ from assft_core.config import SSFTMode
 from assft_core.errors import DataError, StateError
 from assft_core.session import labels, rounds
 from assft_core.session.commands import project_from_args, with_project_option
+from assft_core.session.evaluation import hd95_text
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundState
@@ -137,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
         for warning in m.get("ssft_warnings") or []:
             print(f"  SSFT: {warning}")
         if m.get("mean_dice") is not None:
-            print(f"mean Dice {m['mean_dice']:.3f} ({m.get('evaluated_on')})")
+            stored = next((r.metrics.get("overall") for r in rounds.list_rounds(project) if r.idx == info.idx), None)
+            print(f"mean Dice {m['mean_dice']:.3f}, {hd95_text(stored or m)} ({m.get('evaluated_on')})")
         change = next((c for c in round_changes(project) if c.round == info.idx), None)
         if change is not None:
             print(f"what round {info.idx} changed (test Dice):")
@@ -157,7 +159,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.detach:
         metrics = job.metrics.get("baseline", job.metrics)
         dice = metrics.get("mean_dice")
-        print(f"mean Dice {'n/a' if dice is None else f'{dice:.3f}'} ({metrics.get('evaluated_on')})")
+        stored = metrics.get("overall") or next(
+            (r.metrics.get("overall") for r in rounds.list_rounds(project) if r.idx == params.get("round")), None
+        ) or metrics
+        print(f"mean Dice {'n/a' if dice is None else f'{dice:.3f}'}, {hd95_text(stored)} ({metrics.get('evaluated_on')})")
     return 0
 
 
