@@ -181,6 +181,13 @@ def _status(args: argparse.Namespace) -> int:
     if recent:
         print("\njobs (newest first):")
         _print_jobs(recent)
+    from assft_core.session.doctor import missing_artifacts
+
+    missing = missing_artifacts(project.folder)
+    if missing:
+        print(f"\n{len(missing)} missing artefact(s) (`assft doctor -p {project.folder}` for every check):")
+        for finding in missing:
+            print(f"  missing: {finding}")
     return 0
 
 

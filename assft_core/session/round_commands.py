@@ -205,6 +205,9 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None)
         which = "any round" if round_idx is None else f"round {round_idx}"
         raise StateError(f"{project.folder}: {which} has no trained model yet; run `assft train` first.")
     chosen = trained[-1]
+    if not project.resolve(chosen.checkpoint).is_dir():
+        raise StateError(f"round {chosen.idx}'s model {chosen.checkpoint} is missing from {project.folder}; restore it "
+                         f"from a backup (`assft doctor -p {project.folder}` lists every missing artefact).")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

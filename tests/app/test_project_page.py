@@ -133,3 +133,17 @@ def test_a_missing_score_table_is_named_as_such(run_page, oracle_project) -> Non
     errors = [e.value for e in at.error]
     assert any("score table" in e for e in errors), errors
     assert not any("model card" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("page", ["project", "query", "labels", "finetune", "embedding", "viewer"])
+def test_a_damaged_store_is_a_message_on_every_page(run_page, oracle_project, page) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(oracle_project.db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(oracle_project.db, "r+b") as fh:
+        fh.truncate(oracle_project.db.stat().st_size // 2)
+    at = run_page(page, oracle_project.folder)
+    assert not at.exception
+    assert any("damaged" in e.value and "assft doctor" in e.value for e in at.error), [e.value for e in at.error]
