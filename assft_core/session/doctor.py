@@ -67,8 +67,7 @@ def diagnose(folder: str | os.PathLike[str]) -> list[Finding]:
         listed = ", ".join(p.name for p in backups) if backups else "none in backups/"
         return [Finding(DAMAGED_STORE, str(exc).split(" Fix: ")[0],
                         f"stop the dashboard and jobs, then copy a backup over {db} (backups: {listed})")]
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+    conn = store.connect_read_only(db)
     try:
         return _dangling(conn) + _missing(conn, root)
     finally:

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,6 +185,14 @@ def _damaged(db_path: Path, what: str) -> StateError:
     )
 
 
+def connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """A read-only connection (`mode=ro`): checks and diagnoses never write to the file."""
+    uri = "file:" + urllib.parse.quote(str(Path(db_path).absolute())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def check_store(db_path: Path) -> None:
     """Refuse a store file that is not an intact ASSFT Studio store, reading it only.
 
@@ -205,7 +214,7 @@ def check_store(db_path: Path) -> None:
     if magic != SQLITE_MAGIC:
         raise _damaged(db_path, "is not an SQLite database (damaged, or overwritten by another file)")
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = connect_read_only(db_path)
         try:
             result = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
