@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -62,6 +63,11 @@ def current_project() -> Project | None:
     folder = st.session_state.get(PROJECT_KEY) or os.environ.get(PROJECT_ENV)
     if not folder:
         st.info(NO_PROJECT)
+        return None
+    from app.safety import project_allowed, refusal
+
+    if not project_allowed(folder, project_arg(sys.argv[1:], os.environ)):
+        st.error(refusal(folder))
         return None
     try:
         return open_project(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from assft_core import __version__
@@ -21,6 +22,7 @@ COMMAND_MODULES = (
     "assft_core.models.commands",
     "assft_core.session.commands",
     "assft_core.session.round_commands",
+    "assft_core.session.doctor",
     "assft_core.train.commands",
     "assft_core.bench.commands",
 )
@@ -46,8 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit code of a command whose reader went away (`assft ... | head`), as a shell reports SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `assft` with `argv` (default: sys.argv[1:]); returns the exit code."""
+    """Run `assft` with `argv` (default: sys.argv[1:]); returns the exit code.
+
+    Output into a closed pipe (`assft status | head`) ends the command quietly with
+    `EXIT_BROKEN_PIPE`, without a traceback.
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

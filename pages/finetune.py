@@ -13,7 +13,7 @@ from app.ui import flash, guard, require_project, round_banner, round_change_pan
 from assft_core.config import SSFTMode
 from assft_core.models.inference import resolve_device
 from assft_core.session import jobs, rounds
-from assft_core.session.evaluation import BIASED_NOTE, ON_TEST
+from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, hd95_text
 from assft_core.session.round_change import round_changes
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
@@ -148,6 +148,7 @@ def after_training(project: Project, info: RoundInfo) -> None:
         on_test = info.metrics.get("evaluated_on", ON_TEST) == ON_TEST
         label = "Test mean Dice" if on_test else "Mean Dice on this round's new labels (biased)"
         st.metric(f"{label} after round {info.idx}", fmt_number((info.metrics.get("overall") or {}).get("mean_dice")))
+        st.caption(hd95_text(info.metrics.get("overall") or {}))
         if not on_test:
             st.caption(BIASED_NOTE)
         change = next((c for c in round_changes(project) if c.round == info.idx), None)

@@ -96,7 +96,9 @@ def model_section(project: Project) -> None:
         }
         # A static table wraps long values (class lists, folders) instead of cutting them off.
         st.table(pd.DataFrame({"value": list(facts.values())}, index=list(facts)))
-        availability = _latest_availability(project)
+        availability = None
+        with guard("read the latest score table"):
+            availability = _latest_availability(project)
         if availability is not None:
             origin, unavailable = availability
             st.write(f"Source statistics: {SOURCE_ORIGIN_WORDS.get(origin, origin)}.")

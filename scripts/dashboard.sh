@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/assft demo project --quiet-if-exists
-exec .venv/bin/streamlit run app/main.py -- --project "${ASSFT_PROJECT:-demo_project}"
+# The safe server options on the command line (app/safety.py), so they hold whatever the folder.
+exec .venv/bin/python -m app.safety --project "${ASSFT_PROJECT:-demo_project}"

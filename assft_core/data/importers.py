@@ -305,7 +305,11 @@ def _require(meta: dict[str, Any], key: str, tp: type, path: Path, example: str)
 
 
 def _existing(root: Path, rel: str, meta_path: Path) -> Path:
-    p = (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    p = (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel).resolve()
+    base = root.resolve()
+    if p != base and base not in p.parents:
+        raise DataError(f"{meta_path}: lists {rel!r}, which is outside the dataset folder {base}. "
+                        "Copy the file into the dataset folder and list it by a path relative to dataset.json.")
     if not p.exists():
         raise DataError(f"{meta_path}: lists {rel!r}, which does not exist under {root}. Fix the path or add the file.")
     return p

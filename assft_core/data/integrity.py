@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from assft_core.config import PreprocessConfig
+from assft_core.data.header_check import HeaderInfo, decompresses_beyond, label_byte_cap, label_dtype_problem, read_header
 from assft_core.data.io import NiftiFileError, open_nifti, read_voxels, spacing_from_affine, squeeze_trailing
 from assft_core.data.records import DatasetManifest, IntegrityReport, Problem, Severity
 
@@ -26,6 +27,10 @@ class _Loaded:
     path: Path
     data: np.ndarray
     affine: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
 
 
 def check_image(
@@ -81,17 +86,49 @@ def check_pair(
     label_path = Path(label_path)
     report = IntegrityReport(case_id=case_id or _case_id_of(image_paths[0] if image_paths else label_path))
     image = _check_image_into(report, image_paths, expected_channels, cfg)
+    # The label's header first: shape, affine and dtype against the image, and how far the file
+    # decompresses, before any of its voxels is read (a small .nii.gz can claim gigabytes).
+    try:
+        header = read_header(label_path, max_voxels=cfg.max_voxels)
+    except NiftiFileError as exc:
+        _err(report, exc.file, exc.reason, exc.fix)
+        return report
+    if len(header.shape) != 3:
+        _err(report, label_path, f"label is {len(header.shape)}D {header.shape}; a label map must be 3D.",
+             "save one 3D label map per case (class indices, not one-hot channels).")
+        return report
+    if not _label_header_fits(report, header, image, cfg):
+        return report
     label = _load(report, label_path, cfg)
     if label is None:
         return report
-    if label.data.ndim != 3:
-        _err(report, label_path, f"label is {label.data.ndim}D {label.data.shape}; a label map must be 3D.",
-             "save one 3D label map per case (class indices, not one-hot channels).")
-        return report
     _check_label_values(report, label, classes, cfg)
-    if image is not None:
-        _check_geometry(report, image, label, cfg.geometry_tolerance)
     return report
+
+
+def _label_header_fits(report: IntegrityReport, header: HeaderInfo, image: _Loaded | None, cfg: PreprocessConfig) -> bool:
+    """Header-only label checks appended to `report`; True when the voxels may be read: the dtype
+    is a label's, the grid is the image's and the file decompresses no further than such a label
+    can (a spacing, origin or direction mismatch is reported and the voxels are still read: their
+    size is the image's, and every problem is collected)."""
+    fits = True
+    dtype_problem = label_dtype_problem(header)
+    if dtype_problem:
+        _err(report, header.path, dtype_problem, "save the label with an integer voxel type (uint8 / int16).")
+        fits = False
+    if image is None:
+        return fits
+    _check_geometry(report, image, header, cfg.geometry_tolerance)
+    if tuple(header.shape[:3]) != tuple(image.shape[:3]):
+        return False
+    cap = label_byte_cap(int(np.prod(image.shape[:3])), header)
+    if fits and decompresses_beyond(header.path, cap):
+        _err(report, header.path,
+             f"decompresses to more than {cap:,} bytes, far beyond what its header promises "
+             f"({header.data_end:,} bytes): a damaged or hostile file.",
+             "re-export the label from the segmentation tool (one plain .nii.gz).")
+        fits = False
+    return fits
 
 
 def check_dataset(manifest: DatasetManifest, *, cfg: PreprocessConfig | None = None) -> list[IntegrityReport]:
@@ -197,10 +234,13 @@ def _check_label_values(report: IntegrityReport, label: _Loaded, classes: dict[i
         _warn(report, path, "label is empty (all background).", "check that this is the right label file; it teaches only background.")
 
 
-def _check_geometry(report: IntegrityReport, ref: _Loaded, other: _Loaded, tol: float, what: str = "label") -> None:
-    """Shape, spacing, origin and direction of `other` against `ref` (nnU-Net's geometry checks)."""
-    if other.data.shape[:3] != ref.data.shape[:3]:
-        _err(report, other.path, f"{what} shape {other.data.shape[:3]} differs from the image's {ref.data.shape[:3]}.",
+def _check_geometry(
+    report: IntegrityReport, ref: _Loaded | HeaderInfo, other: _Loaded | HeaderInfo, tol: float, what: str = "label"
+) -> None:
+    """Shape, spacing, origin and direction of `other` against `ref` (nnU-Net's geometry checks);
+    either may be a loaded file or a header alone."""
+    if tuple(other.shape[:3]) != tuple(ref.shape[:3]):
+        _err(report, other.path, f"{what} shape {tuple(other.shape[:3])} differs from the image's {tuple(ref.shape[:3])}.",
              f"give the {what} made on this image, or resample it onto the image grid.")
         return
     sp_ref, sp_oth = np.array(spacing_from_affine(ref.affine)), np.array(spacing_from_affine(other.affine))

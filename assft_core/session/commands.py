@@ -155,6 +155,7 @@ def _status(args: argparse.Namespace) -> int:
     project = project_from_args(args)
     print(f"project {project.folder}  (mode: {'oracle/demo' if project.oracle else 'expert labels'})")
     _print_cases(project)
+    from assft_core.session.evaluation import hd95_text
     from assft_core.session.round_change import format_change, round_changes
 
     history = rounds.list_rounds(project)
@@ -166,9 +167,11 @@ def _status(args: argparse.Namespace) -> int:
                   f"(recipe {past.metrics.get('recipe') or 'paper'}); test Dice {changes[past.idx].before} → "
                   f"{changes[past.idx].after}:")
             print(format_change(changes[past.idx]))
+            print(f"  {hd95_text(past.metrics.get('overall') or past.metrics)}")
         elif past is not history[-1]:
-            shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float))}
-            print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()))
+            shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float)) and k != "mean_hd95_mm"}
+            hd95 = f"  {hd95_text(past.metrics.get('overall') or past.metrics)}" if "mean_hd95_mm" in past.metrics else ""
+            print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()) + hd95)
     info = history[-1]
     print(f"round {info.idx}: {info.state.value}  → next: {rounds.NEXT_STEP[info.state]}")
     labelled = labels.current_labels(project)
@@ -178,6 +181,13 @@ def _status(args: argparse.Namespace) -> int:
     if recent:
         print("\njobs (newest first):")
         _print_jobs(recent)
+    from assft_core.session.doctor import missing_artifacts
+
+    missing = missing_artifacts(project.folder)
+    if missing:
+        print(f"\n{len(missing)} missing artefact(s) (`assft doctor -p {project.folder}` for every check):")
+        for finding in missing:
+            print(f"  missing: {finding}")
     return 0
 
 

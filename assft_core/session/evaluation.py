@@ -32,6 +32,26 @@ BIASED_NOTE = (
 )
 
 
+def hd95_text(summary: Mapping[str, Any]) -> str:
+    """A mean HD95 as people should read it: "HD95 13.0 mm (1 missed)".
+
+    A missed structure (reference present, nothing predicted) has HD95 = inf and is left out of the
+    mean, so the mean alone gets better when a structure is missed; the missed count goes beside it
+    wherever a mean HD95 is shown.
+
+    Args:
+        summary: an `EvalReport` summary ("overall" or one site): "mean_hd95_mm" (mm, or None)
+            and "missed_total" ((case, class) pairs missed; absent in old records).
+
+    Returns:
+        "HD95 x mm (n missed)", "HD95 n/a (n missed)", or "HD95 n/a" when neither is known.
+    """
+    mean = summary.get("mean_hd95_mm")
+    missed = summary.get("missed_total")
+    value = "n/a" if mean is None else f"{float(mean):.1f} mm"
+    return f"HD95 {value}" + ("" if missed is None else f" ({int(missed)} missed)")
+
+
 def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None) -> dict[str, Any]:
     """Evaluate one model: on the labelled test cases, else (with `round_idx`) the biased fallback.
 

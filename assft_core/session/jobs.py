@@ -392,6 +392,13 @@ def cancel_job(project: Project, job_id: int, *, grace_s: float = 10.0) -> JobSt
             conn.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (time.time(), job_id)
             )
+        elif status is JobStatus.RUNNING and _pid_gone(row["pid"], row["host"]):
+            # Killed (kill -9, OOM) before its heartbeat went stale: nothing will ever see the flag.
+            conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, "
+                "message = 'cancelled: its process had already ended' WHERE id = ?",
+                (time.time(), job_id),
+            )
         store.add_event(conn, "job", f"job {job_id} cancel requested", job_id=job_id)
     deadline = time.time() + grace_s
     while time.time() < deadline:
@@ -566,6 +573,14 @@ def _info(project: Project, row: sqlite3.Row) -> JobInfo:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+def _pid_gone(pid: int | None, host: str | None) -> bool:
+    """Whether process `pid` is known to have ended on this host (a zombie counts as ended); False
+    when it cannot be checked (no pid, another host)."""
+    if pid is None or (host is not None and host != socket.gethostname()):
+        return False
+    return not _pid_alive(pid, host)
 
 
 def _pid_alive(pid: int | None, host: str | None) -> bool:

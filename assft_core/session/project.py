@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,10 +166,14 @@ def _initialise(
 
 
 def open_project(folder: str | os.PathLike[str]) -> Project:
-    """Open an existing project (upgrading an older schema in place).
+    """Open an existing project (upgrading an older schema in place, after a backup).
+
+    The store is checked first (`store.check_store`: not empty, SQLite, `quick_check`, schema
+    version); no schema is ever created inside an existing file.
 
     Raises:
-        StateError: when `folder` is not a project, or its store is newer than this package.
+        StateError: when `folder` is not a project, its store is damaged or foreign (the message
+            names the file and the fix), or its store is newer than this package.
     """
     root = Path(folder).absolute()
     db = root / store.STORE_NAME
@@ -177,9 +182,14 @@ def open_project(folder: str | os.PathLike[str]) -> Project:
             f"{root} is not an ASSFT project (no {store.STORE_NAME}); create one with "
             "`assft init PROJECT --dataset DIR --model DIR` (or `--model-config FILE`)."
         )
+    store.check_store(db)
     store.migrate(db)
-    with store.reading(db) as conn:
-        meta = {row["key"]: json.loads(row["value"]) for row in conn.execute("SELECT key, value FROM meta")}
+    try:
+        with store.reading(db) as conn:
+            meta = {row["key"]: json.loads(row["value"]) for row in conn.execute("SELECT key, value FROM meta")}
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{db}: the store's tables cannot be read ({exc}); `assft doctor -p {root}` says what "
+                         "is damaged; restore the file from a backup.") from None
     try:
         cfg = from_dict(ProjectConfig, meta.get("config", {}))
     except ValueError as exc:
@@ -293,6 +303,14 @@ def _scan(
             f"{manifest.root}: classes {manifest.classes} differ from the project's {classes}; "
             "a project has one label set: import a dataset with the same classes or create a new project."
         )
+    for case in manifest.cases:
+        try:
+            sanitize_id(case.case_id)
+        except DataError:
+            raise DataError(
+                f"{case.image_paths[0]}: its case id {case.case_id!r} has no usable characters; rename the file "
+                "(letters, digits, '.', '_' or '-', not only dots)."
+            ) from None
     reports = {
         sanitize_id(case.case_id): report
         for case, report in zip(manifest.cases, check_dataset(manifest, cfg=cfg), strict=True)

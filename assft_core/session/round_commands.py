@@ -22,6 +22,7 @@ from assft_core.config import SSFTMode
 from assft_core.errors import DataError, StateError
 from assft_core.session import labels, rounds
 from assft_core.session.commands import project_from_args, with_project_option
+from assft_core.session.evaluation import hd95_text
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundState
@@ -137,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
         for warning in m.get("ssft_warnings") or []:
             print(f"  SSFT: {warning}")
         if m.get("mean_dice") is not None:
-            print(f"mean Dice {m['mean_dice']:.3f} ({m.get('evaluated_on')})")
+            stored = next((r.metrics.get("overall") for r in rounds.list_rounds(project) if r.idx == info.idx), None)
+            print(f"mean Dice {m['mean_dice']:.3f}, {hd95_text(stored or m)} ({m.get('evaluated_on')})")
         change = next((c for c in round_changes(project) if c.round == info.idx), None)
         if change is not None:
             print(f"what round {info.idx} changed (test Dice):")
@@ -157,7 +159,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.detach:
         metrics = job.metrics.get("baseline", job.metrics)
         dice = metrics.get("mean_dice")
-        print(f"mean Dice {'n/a' if dice is None else f'{dice:.3f}'} ({metrics.get('evaluated_on')})")
+        stored = metrics.get("overall") or next(
+            (r.metrics.get("overall") for r in rounds.list_rounds(project) if r.idx == params.get("round")), None
+        ) or metrics
+        print(f"mean Dice {'n/a' if dice is None else f'{dice:.3f}'}, {hd95_text(stored)} ({metrics.get('evaluated_on')})")
     return 0
 
 
@@ -200,6 +205,9 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None)
         which = "any round" if round_idx is None else f"round {round_idx}"
         raise StateError(f"{project.folder}: {which} has no trained model yet; run `assft train` first.")
     chosen = trained[-1]
+    if not project.resolve(chosen.checkpoint).is_dir():
+        raise StateError(f"round {chosen.idx}'s model {chosen.checkpoint} is missing from {project.folder}; restore it "
+                         f"from a backup (`assft doctor -p {project.folder}` lists every missing artefact).")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -293,11 +293,16 @@ def mark_evaluated(project: Project, metrics: Mapping[str, Any]) -> RoundInfo:
 
 
 def start_next_round(project: Project) -> RoundInfo:
-    """Open round t + 1 after round t is evaluated.
+    """Open round t + 1 after round t is evaluated, after a backup of the store
+    (`backups/project-...-before-round-<t+1>.sqlite`).
 
     Raises:
         StateError: when the current round is not `evaluated`.
     """
+    with store.reading(project.db) as conn:
+        require_state(conn, {RoundState.EVALUATED}, "start the next round")
+        upcoming = int(conn.execute("SELECT MAX(idx) FROM rounds").fetchone()[0]) + 1
+    store.backup(project.db, f"before-round-{upcoming}")  # the store as round t ended
     with store.transaction(project.db) as conn:
         idx = require_state(conn, {RoundState.EVALUATED}, "start the next round")
         conn.execute(

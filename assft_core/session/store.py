@@ -10,8 +10,10 @@ half-changed (ARCHITECTURE.md, "Real parts").
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,9 @@ from assft_core.errors import StateError
 
 STORE_NAME = "project.sqlite"
 BUSY_TIMEOUT_MS = 30_000
+BACKUPS_DIR = "backups"  # beside the store, in the project folder
+KEEP_BACKUPS = 10  # most recent backups kept; older ones are removed when a new one is made
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a released
 # entry; append a new one (old projects are upgraded on open).
@@ -164,7 +169,104 @@ def initialise(db_path: Path) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
-    migrate(db_path)
+    migrate(db_path, create=True)
+
+
+def _damaged(db_path: Path, what: str) -> StateError:
+    """The error for a store that cannot be opened: the file, what is wrong, and the fix."""
+    backups = list_backups(db_path)
+    restore = (
+        f"restore it from a backup (newest: {backups[-1]}; copy it over {db_path.name} with the dashboard and "
+        "jobs stopped)" if backups else f"restore it from your own backup of {db_path.parent}"
+    )
+    return StateError(
+        f"{db_path}: {what}. Fix: {restore}; `assft doctor -p {db_path.parent}` lists what is damaged and "
+        "repairs what it can."
+    )
+
+
+def connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """A read-only connection (`mode=ro`): checks and diagnoses never write to the file."""
+    uri = "file:" + urllib.parse.quote(str(Path(db_path).absolute())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def check_store(db_path: Path) -> None:
+    """Refuse a store file that is not an intact ASSFT Studio store, reading it only.
+
+    Checked: the file is not empty and starts with SQLite's header, `PRAGMA quick_check` is ok,
+    and the schema version is set (0 means a foreign or blank SQLite file: no schema is ever
+    created inside an existing file; `initialise` makes new stores).
+
+    Raises:
+        StateError: naming the file, what is wrong and the fix (restore from a backup, `assft doctor`).
+    """
+    try:
+        size = db_path.stat().st_size
+        with open(db_path, "rb") as fh:
+            magic = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise _damaged(db_path, f"cannot be read ({exc.strerror})") from None
+    if size == 0:
+        raise _damaged(db_path, "is empty (0 bytes): the project store was lost or truncated")
+    if magic != SQLITE_MAGIC:
+        raise _damaged(db_path, "is not an SQLite database (damaged, or overwritten by another file)")
+    try:
+        conn = connect_read_only(db_path)
+        try:
+            result = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)")]
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _damaged(db_path, f"is damaged ({exc})") from None
+    if result != ["ok"]:
+        raise _damaged(db_path, f"is damaged (integrity check: {'; '.join(result)})")
+    if version == 0:
+        raise _damaged(db_path, "holds no ASSFT Studio schema (schema version 0: not a project store)")
+
+
+def list_backups(db_path: Path) -> list[Path]:
+    """The store's backups in `<project>/backups/`, oldest first."""
+    folder = db_path.parent / BACKUPS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f"{db_path.stem}-*.sqlite"), key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def backup(db_path: Path, reason: str) -> Path:
+    """Copy the store with SQLite's online backup API into `<project>/backups/` (temp, then rename).
+
+    Consistent even while other connections write; keeps the `KEEP_BACKUPS` newest.
+
+    Args:
+        db_path: the store.
+        reason: a short tag in the file name, e.g. "before-migration-2", "before-round-3".
+
+    Returns:
+        The backup file, `backups/project-<UTC time>-<reason>.sqlite`.
+    """
+    folder = db_path.parent / BACKUPS_DIR
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+    final = folder / f"{db_path.stem}-{stamp}-{reason}.sqlite"
+    tmp = folder / f".{final.name}.tmp"
+    src = connect(db_path)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+        os.replace(tmp, final)
+    finally:
+        src.close()
+        tmp.unlink(missing_ok=True)
+    for old in list_backups(db_path)[:-KEEP_BACKUPS]:
+        old.unlink(missing_ok=True)
+    return final
 
 
 def schema_version(db_path: Path) -> int:
@@ -173,12 +275,19 @@ def schema_version(db_path: Path) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db_path: Path) -> int:
+def migrate(db_path: Path, *, create: bool = False) -> int:
     """Apply the pending migrations in order, each in one transaction; returns the new version.
+
+    An existing store (version ≥ 1) is backed up (`backup`) before it is upgraded.
+
+    Args:
+        db_path: the store.
+        create: allow version 0 (a store `initialise` has just made); otherwise version 0 is refused.
 
     Raises:
         StateError: when the store was written by a newer ASSFT Studio (schema version above
-            `SCHEMA_VERSION`): upgrade the package instead of downgrading the project.
+            `SCHEMA_VERSION`): upgrade the package instead of downgrading the project; or when it
+            holds no schema and `create` is False.
     """
     version = schema_version(db_path)
     if version > SCHEMA_VERSION:
@@ -186,6 +295,10 @@ def migrate(db_path: Path) -> int:
             f"{db_path} has schema version {version}, newer than this ASSFT Studio understands "
             f"({SCHEMA_VERSION}); upgrade assft-studio to open it."
         )
+    if version == 0 and not create:
+        raise _damaged(db_path, "holds no ASSFT Studio schema (schema version 0: not a project store)")
+    if 0 < version < SCHEMA_VERSION:
+        backup(db_path, f"before-migration-{version + 1}")
     for target in range(version, SCHEMA_VERSION):
         with transaction(db_path) as conn:
             # Re-read under the write lock: another process may have migrated meanwhile.

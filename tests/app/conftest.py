@@ -46,8 +46,10 @@ _oracle_template, _expert_template, oracle_project, expert_project = oracle_and_
 
 
 @pytest.fixture(autouse=True)
-def _no_project_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_project_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.delenv(PROJECT_ENV, raising=False)
+    # The tests' projects live under pytest's temporary folder: the dashboard may open them.
+    monkeypatch.setenv("ASSFT_PROJECT_ROOTS", str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture()

@@ -127,3 +127,18 @@ def test_a_new_round_does_not_show_the_last_rounds_job(run_page, oracle_project,
     at = run_page("finetune", oracle_project.folder)
     assert not at.exception and at.get("progress") == []
     assert "Label the approved cases first (round 1 is 'open')" in at.warning[0].value
+
+
+def test_the_evaluated_round_shows_hd95_with_the_missed_count(run_page, oracle_project, fake_jobs) -> None:
+    import json
+
+    from assft_core.session import store
+
+    drive_oracle_round(oracle_project, RoundState.EVALUATED)
+    with store.transaction(oracle_project.db) as conn:
+        metrics = json.loads(conn.execute("SELECT metrics FROM rounds WHERE idx = 0").fetchone()[0])
+        metrics["overall"].update(mean_hd95_mm=0.0, missed_total=1)
+        conn.execute("UPDATE rounds SET metrics = ? WHERE idx = 0", (json.dumps(metrics),))
+    at = run_page("finetune", oracle_project.folder)
+    assert not at.exception
+    assert "HD95 0.0 mm (1 missed)" in [c.value for c in at.caption]

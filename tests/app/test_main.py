@@ -59,3 +59,17 @@ def test_sidebar_lists_active_jobs_on_every_page(monkeypatch, oracle_project, fa
     jobs.cancel_job(oracle_project, job_id, grace_s=0.0)
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60).run()
     assert at.sidebar.get("progress") == []
+
+
+def test_main_imports_every_engine_module_a_page_imports() -> None:
+    """The entry script imports the engine once, before any page (cold-start race, issue 20)."""
+    import re
+
+    from app.main import ENGINE_MODULES
+
+    used = set()
+    for path in [*(ROOT / "pages").glob("*.py"), *(ROOT / "app").glob("*.py")]:
+        used |= set(re.findall(r"^from (assft_core\.[a-z_.]+) import", path.read_text(), re.M))
+    packages = {"assft_core.session", "assft_core.query.strategies"}  # re-export packages: their modules are listed
+    missing = sorted(m for m in used - packages if m not in ENGINE_MODULES)
+    assert missing == []

@@ -124,3 +124,27 @@ def test_a_missing_model_card_is_a_message(run_page, tmp_path: Path) -> None:
     at = run_page("project", project.folder)
     assert not at.exception
     assert "Could not read the model card" in at.error[0].value
+
+
+def test_a_missing_score_table_is_named_as_such(run_page, oracle_project) -> None:
+    store_scores(oracle_project)
+    shutil.rmtree(oracle_project.artifact_path("scores", "round0"))
+    at = run_page("project", oracle_project.folder)
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("score table" in e for e in errors), errors
+    assert not any("model card" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("page", ["project", "query", "labels", "finetune", "embedding", "viewer"])
+def test_a_damaged_store_is_a_message_on_every_page(run_page, oracle_project, page) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(oracle_project.db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(oracle_project.db, "r+b") as fh:
+        fh.truncate(oracle_project.db.stat().st_size // 2)
+    at = run_page(page, oracle_project.folder)
+    assert not at.exception
+    assert any("damaged" in e.value and "assft doctor" in e.value for e in at.error), [e.value for e in at.error]

@@ -160,3 +160,14 @@ def test_sanitise_and_modality_inference() -> None:
     assert infer_modality(["t1_gd"]) == "MRI"
     with pytest.raises(DataError, match="cannot tell CT from MRI"):
         infer_modality(["PET"])
+
+
+def test_msd_entries_outside_the_dataset_folder_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    meta = _msd(root)
+    write_nifti(tmp_path / "elsewhere.nii.gz", np.stack([scan(), scan(seed=1)], -1))
+    for outside in ("../elsewhere.nii.gz", str(tmp_path / "elsewhere.nii.gz")):
+        meta["test"] = [outside]
+        (root / "dataset.json").write_text(json.dumps(meta))
+        with pytest.raises(DataError, match=r"dataset\.json.*outside the dataset folder"):
+            import_dataset(root)

@@ -175,3 +175,48 @@ def test_check_dataset_uses_manifest_classes_and_channels(tmp_path: Path) -> Non
     assert [r.case_id for r in reports] == ["a", "c"]
     assert "[2]" in reports[0].errors[0].message  # class 2 not declared
     assert "1 channel(s), 2 declared" in reports[1].errors[0].message
+
+
+def _claiming(path: Path, shape: tuple[int, ...], dtype: type, affine: np.ndarray | None = None) -> Path:
+    """A .nii.gz whose header claims `shape` of `dtype`, holding only a few bytes of voxel data
+    (a decompression-amplification stand-in: reading the voxels would mean a large allocation)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_qform(np.eye(4) if affine is None else affine, code=1)
+    hdr.set_sform(np.eye(4) if affine is None else affine, code=1)
+    hdr["vox_offset"] = 352
+    with gzip.open(path, "wb") as fh:
+        fh.write(hdr.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    return path
+
+
+def test_a_label_whose_header_does_not_fit_is_refused_before_its_voxels_are_read(tmp_path, image, monkeypatch) -> None:
+    """Issue 20, item 3: header shape, affine and dtype are compared with the image first."""
+    from assft_core.data import integrity
+
+    read: list[str] = []
+    real = integrity.read_voxels
+    monkeypatch.setattr(integrity, "read_voxels", lambda img, path: read.append(Path(path).name) or real(img, path))
+    for name, shape, dtype, affine, needle in (
+        ("big.nii.gz", (200, 200, 200), np.float64, None, "label shape (200, 200, 200) differs"),
+        ("tall.nii.gz", (SHAPE[0], SHAPE[1], 4000), np.uint8, np.diag([1.0, 1.0, 3.0, 1.0]), "label shape"),
+        ("complex.nii.gz", SHAPE, np.complex64, None, "complex64"),
+    ):
+        bad = _claiming(tmp_path / name, shape, dtype, affine)
+        read.clear()
+        report = check_pair([image], bad, CLASSES)
+        errors = [p for p in report.errors if p.file == str(bad)]
+        assert errors and needle in errors[0].message, [str(p) for p in report.problems]
+        assert read == ["case.nii.gz"], read  # the image only: the label's voxels were never read
+
+
+def test_a_label_that_decompresses_beyond_its_header_is_refused(tmp_path, image) -> None:
+    good = write_nifti(tmp_path / "lab.nii.gz", label())
+    bomb = tmp_path / "bomb.nii.gz"
+    # A valid label followed by a second gzip member of 32 MiB of zeros (gzip readers concatenate them).
+    bomb.write_bytes(good.read_bytes() + gzip.compress(b"\0" * (32 << 20), compresslevel=1))
+    assert bomb.stat().st_size < 200_000
+    report = check_pair([image], bomb, CLASSES)
+    _only(report, Severity.ERROR, "decompresses to more than", bomb)
+    assert check_pair([image], good, CLASSES).ok

@@ -118,3 +118,56 @@ def test_cli_unusable_case_kept_with_report(tmp_path: Path, capsys) -> None:
     assert "p3" not in rounds.round_pool(open_project(proj)).pool_ids  # never proposed
     assert main(["import", "-p", str(proj), "--dataset", str(data)]) == 0
     assert "0 new, 6 updated, 1 unusable" in capsys.readouterr().out
+
+
+def test_a_dot_dot_case_id_error_names_the_file(tmp_path: Path, capsys) -> None:
+    import json
+
+    data = make_dataset(tmp_path / "data")
+    bad = write_nifti(data / "imagesTr" / "...nii.gz", np.zeros((8, 8, 8), dtype=np.float32))
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["training"].append({"image": "./imagesTr/...nii.gz"})
+    (data / "dataset.json").write_text(json.dumps(meta))
+    model = tmp_path / "model.json"
+    model.write_text('{"backbone": "unet"}')
+    assert main(["init", str(tmp_path / "proj"), "--dataset", str(data), "--model-config", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "rename" in err.lower(), err
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    """`assft ... | head` (issue 20): the reader goes away; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    image = write_nifti(tmp_path / "flat.nii.gz", np.zeros((8, 8, 8), dtype=np.float32))  # a warning to print
+    proc = subprocess.Popen([sys.executable, "-m", "assft_core.cli", "validate", str(image)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed before the command writes anything
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # as a shell reports a command killed by SIGPIPE
+
+
+def test_status_shows_hd95_with_the_missed_count(oracle_project, capsys, monkeypatch) -> None:
+    """A missed structure leaves the mean HD95 (it is inf) and so flatters it: the count goes beside it."""
+    import json
+
+    from assft_core.session import round_change, store
+
+    monkeypatch.setattr(round_change, "baseline_metrics", lambda project: None)  # f_0 not evaluated (no real model here)
+    metrics = {"overall": {"mean_dice": 0.4, "mean_hd95_mm": 0.0, "missed_total": 1, "per_site": {}},
+               "per_site": {}, "mean_dice": 0.4, "mean_hd95_mm": 0.0, "evaluated_on": "test", "labelled": 2}
+    with store.transaction(oracle_project.db) as conn:
+        conn.execute("UPDATE rounds SET state = 'evaluated', metrics = ? WHERE idx = 0", (json.dumps(metrics),))
+    assert main(["status", "-p", str(oracle_project.folder)]) == 0
+    assert "HD95 0.0 mm (1 missed)" in capsys.readouterr().out
+
+
+def test_hd95_text() -> None:
+    from assft_core.session.evaluation import hd95_text
+
+    assert hd95_text({"mean_hd95_mm": 13.04, "missed_total": 0}) == "HD95 13.0 mm (0 missed)"
+    assert hd95_text({"mean_hd95_mm": None, "missed_total": 3}) == "HD95 n/a (3 missed)"
+    assert hd95_text({}) == "HD95 n/a"

@@ -147,3 +147,20 @@ def test_killed_job_is_detected_and_resumes_from_checkpoint(project) -> None:
     final = jobs.wait_job(project, job_id, timeout_s=60)
     assert final.status is JobStatus.DONE
     assert (final.metrics["started_at_step"], final.metrics["final_step"]) == (5, 12)
+
+
+def test_cancel_of_a_killed_unreaped_job_ends_at_once(project) -> None:
+    """kill -9 left the job 'running' with a fresh heartbeat and a zombie (unreaped) process:
+    cancelling it must not wait out the grace period and then report 'running' (issue 20)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child.kill()
+    time.sleep(0.3)  # now a zombie: this process never waits for it
+    job_id = jobs.submit_job(project, "test_count")
+    with store.transaction(project.db) as conn:
+        conn.execute("UPDATE jobs SET status='running', pid=?, host=NULL, heartbeat=? WHERE id=?",
+                     (child.pid, time.time(), job_id))
+    start = time.perf_counter()
+    status = jobs.cancel_job(project, job_id, grace_s=5.0)
+    assert status is JobStatus.CANCELLED
+    assert time.perf_counter() - start < 2.0
+    child.wait()

@@ -284,6 +284,23 @@ class Strategy:
 
 _REGISTRY: dict[str, Strategy] = {}
 
+# The built-in strategies, imported (and so registered) when the registry is first read, in the
+# order `list_strategies` shows. Not imported by the package: no import cycle through it.
+BUILTIN_MODULES = (
+    "assft_core.query.strategies.dkd",
+    "assft_core.query.strategies.baselines",
+    "assft_core.query.strategies.geometry",
+    "assft_core.query.strategies.clasp",
+)
+
+
+def _load_builtins() -> None:
+    """Import the built-in strategy modules (each registers its strategies once, at import)."""
+    import importlib
+
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+
 
 def register_strategy(
     name: str, *, needs_head: bool = False, needs_embedding: bool = False
@@ -314,6 +331,7 @@ def get_strategy(name: str) -> Strategy:
     Raises:
         StateError: naming the known strategies when `name` is unknown.
     """
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -321,7 +339,8 @@ def get_strategy(name: str) -> Strategy:
 
 
 def list_strategies() -> list[str]:
-    """Registered strategy names, in registration order."""
+    """Registered strategy names, in registration order (the built-ins first)."""
+    _load_builtins()
     return list(_REGISTRY)
 
 
