@@ -305,6 +305,22 @@ def test_command_line_overrides_change_only_what_they_name() -> None:
         bench_config("full", epochs=3)
 
 
+def test_recipe_reaches_every_run_but_the_ceiling() -> None:
+    from assft_core.bench.oracle import project_config
+    from assft_core.bench.strategy_cli import bench_config
+    from assft_core.config import Recipe
+    from assft_core.errors import AssftError
+
+    cfg = bench_config("recipes", recipe="adabn,wise", ceiling_train_steps=50)
+    assert cfg.recipe == "adabn+wise" and cfg.ceiling_steps == 50
+    run = project_config(cfg, "assft", 0, SSFTMode.NONE, "cpu")
+    ceiling = project_config(cfg, "random", 0, SSFTMode.NONE, "cpu", recipe="paper")
+    assert run.finetune.recipe == (Recipe.ADABN, Recipe.WISE) and ceiling.finetune.recipe == (Recipe.PAPER,)
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AssftError, match="unknown recipe"):
+        bench_config("recipes", recipe="magic")
+
+
 def test_a_worker_ends_when_its_benchmark_process_is_gone() -> None:
     import subprocess
     import sys
