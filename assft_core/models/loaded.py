@@ -113,8 +113,9 @@ class LoadedModel:
             partition,
             norms,
             stages,
-            channels_last_norms=not self.is_torchscript and self.backbone.channels_last_norms,
+            channels_last_norms=not self.is_torchscript and self.backbone.norms_channels_last(self.network),
             embedding_from_output=self.is_torchscript,
+            feature_axes=None if self.is_torchscript else self.backbone.feature_axes(self.network),
         ) as obs:
             probs = predict_probs(self.network, image, cfg, observer=obs)
         return ForwardOutputs(
