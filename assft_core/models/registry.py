@@ -220,7 +220,8 @@ class SwinUNETRBackbone(Backbone):
 class TorchScriptBackbone(Backbone):
     """A scripted model (`torch.jit.save`), loaded from its file rather than built.
 
-    It must return `(logits, embedding)`: (B, K, *roi) and (B, E). Scripted modules expose no
+    It returns logits (B, K, *roi) or `(logits, embedding)` with (B, E); `backbone_kwargs.embedding_module`
+    names a submodule whose pooled output is the embedding (`loaded._ScriptedWithEmbedding`). Scripted modules expose no
     hookable encoder, so no normalisation statistics (KG ≡ 1) and, without the embedding output,
     no `z` either: then only output-based strategies run.
     """

@@ -192,3 +192,39 @@ def test_cli_model_info_init_predict_and_stats(tmp_path: Path, capsys: pytest.Ca
     assert json.loads((folder / OVERRIDE_FILE).read_text())["source_stats"] == "source_stats.pt"
     assert not (folder / "model_card.json").exists()  # the nnU-Net folder stays an nnU-Net folder
     assert load_model(folder, device="cpu").source_stats_origin == "file"
+
+
+class _EncDec(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Conv3d(1, 5, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2.0), torch.nn.Conv3d(5, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def test_torchscript_embedding_from_a_named_submodule(tmp_path: Path) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    net = _EncDec().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net), str(tmp_path / "model.ts"))
+    card = {"backbone": "torchscript", "in_channels": 1, "classes": {"0": "bg", "1": "fg"}, "roi_size": [16, 16, 16],
+            "checkpoint": "model.ts"}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    assert not load_model(tmp_path, device="cpu").has_embedding
+    (tmp_path / "model_card.json").write_text(json.dumps({**card, "backbone_kwargs": {"embedding_module": "encoder"}}))
+    model = load_model(tmp_path, device="cpu")
+    assert model.has_embedding and any("submodule 'encoder'" in n for n in model.report.notes)
+    image = torch.rand(1, 16, 16, 16)
+    out = model.scoring_pass(image, InferenceConfig(roi_size=(16, 16, 16), **INFER))
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(net.encoder(image[None]).flatten(2).mean(2)[0].double(), dim=0)
+        assert torch.allclose(out.probs, torch.softmax(net(image[None]), 1)[0], atol=1e-5)
+    assert torch.allclose(out.embedding.double(), expected, atol=1e-5)
+    (tmp_path / "model_card.json").write_text(json.dumps({**card, "backbone_kwargs": {"embedding_module": "decoder"}}))
+    with pytest.raises(ModelError, match="no submodule 'decoder'"):
+        load_model(tmp_path, device="cpu")
