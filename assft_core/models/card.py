@@ -117,14 +117,25 @@ class ModelCard:
     def load(cls, path: Path) -> ModelCard:
         """Read and validate a card (a JSON file, or a folder holding `model_card.json`).
 
+        A folder without `model_card.json` that is a MONAI bundle or an nnU-Net v2 trained-model
+        folder gets its card derived from its own files (`assft_core.models.formats`).
+
         Raises:
             ModelError: naming the file, when it is missing, not JSON, or has a bad/unknown field.
         """
         path = Path(path)
         if path.is_dir():
+            if not (path / CARD_FILE).is_file():
+                from assft_core.models.formats import detect_format, foreign_card
+
+                if detect_format(path) is not None:
+                    return foreign_card(path)  # a MONAI bundle or an nnU-Net v2 folder
             path = path / CARD_FILE
         if not path.is_file():
-            raise ModelError(f"{path}: model card not found; give the model folder or its {CARD_FILE}.")
+            raise ModelError(
+                f"{path}: model card not found; give the model folder or its {CARD_FILE} (or a MONAI bundle / "
+                "nnU-Net v2 trained-model folder)."
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.networks.nets.swin_unetr import filter_swinunetr
 from monai.networks.utils import copy_model_state
@@ -26,7 +27,12 @@ from torch import nn
 from assft_core.errors import ModelError
 from assft_core.models.registry import Backbone
 
-_NEST_KEYS = ("state_dict", "model", "net")
+_NUMPY_SAFE = [
+    np._core.multiarray.scalar,  # type: ignore[attr-defined]
+    np.dtype,
+    *(getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")),
+]
+_NEST_KEYS = ("state_dict", "model", "net", "network_weights")  # the last: nnU-Net v2 checkpoints
 
 
 @dataclass
@@ -76,7 +82,14 @@ def read_checkpoint(path: Path) -> object:
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint file not found; check the model card's 'checkpoint' field.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "numpy" not in str(exc):
+                raise
+            # nnU-Net v2 checkpoints log numpy scalars beside the weights: allow those types only.
+            with torch.serialization.safe_globals(_NUMPY_SAFE):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise ModelError(
             f"{path}: not a loadable PyTorch weights file ({str(exc).splitlines()[0]}). Save it with "

@@ -96,7 +96,12 @@ def run_stats(args: argparse.Namespace) -> int:
     stats = compute_source_stats(loaded, images, cfg)
     save_source_stats(stats, target, meta={"dataset": str(args.data), "split": args.split, "cases": len(cases)})
     card.source_stats = STATS_FILE
-    card_path = card.save(Path(args.checkpoint) if Path(args.checkpoint).is_file() else model_dir / CARD_FILE)
+    from assft_core.models.formats import detect_format, update_override
+
+    if Path(args.checkpoint).is_dir() and not (model_dir / CARD_FILE).is_file() and detect_format(model_dir):
+        card_path = update_override(model_dir, source_stats=STATS_FILE)  # a bundle / nnU-Net folder keeps its own files
+    else:
+        card_path = card.save(Path(args.checkpoint) if Path(args.checkpoint).is_file() else model_dir / CARD_FILE)
     print(f"source statistics of {len(stats)} layers over {len(cases)} case(s) written to {target}; "
           f"{card_path} now names it (source_stats: {STATS_FILE}).")
     return 0
@@ -106,14 +111,34 @@ def run_model_info(args: argparse.Namespace) -> int:
     """Handler of `assft model-info`; returns the exit code."""
     from assft_core.models.loaded import load_model
 
+    from assft_core.models.formats import detect_format
+
     loaded = load_model(args.model, device=args.device)
     card = loaded.card
-    print(f"backbone {card.backbone} {card.backbone_kwargs}, {card.in_channels} channel(s), classes {card.classes}")
-    print(f"ROI {list(card.roi_size)} voxels, spacing {list(card.spacing_mm or ())} mm, {card.preprocess.modality.value}")
+    path = Path(args.model)
+    fmt = detect_format(path) if path.is_dir() and not (path / CARD_FILE).is_file() else None
+    print(f"format: { {'monai_bundle': 'MONAI bundle', 'nnunet_v2': 'nnU-Net v2 trained-model folder'}.get(fmt or '', 'ASSFT model folder')}")
+    kwargs = card.backbone_kwargs
+    if card.backbone in ("monai_bundle", "nnunet"):  # their kwargs carry whole configs / plans
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("config", "plans", "dataset_json", "arch_kwargs")}
+    print(f"backbone {card.backbone} {kwargs}, {card.in_channels} channel(s), classes {card.classes}")
+    pre = card.preprocess
+    norm = f"CT window {list(pre.ct_window)} HU" if pre.modality.value == "CT" else f"MRI percentiles {list(pre.mri_percentiles)}"
+    print(f"ROI {list(card.roi_size)} voxels, spacing {list(card.spacing_mm or ())} mm, {pre.modality.value}, {norm}")
+    if card.notes:
+        print(f"notes: {card.notes}")
     print(loaded.report)
-    print(f"head for the card's classes: {'yes' if loaded.has_head else 'no (ASD unavailable until fine-tuning)'}")
-    print(f"embedding z: {'yes' if loaded.has_embedding else 'no (diversity unavailable)'}")
-    print(f"source statistics: {loaded.source_stats_origin}")
+    norms = loaded.encoder_norm_layers()
+    print("at round 0:")
+    print(f"  head for the card's classes: {'yes (ASD available)' if loaded.has_head else 'no (ASD unavailable until fine-tuning)'}")
+    print(f"  embedding z: {'yes (diversity available)' if loaded.has_embedding else 'no (diversity unavailable)'}")
+    hint = {
+        "file": "from the statistics file",
+        "batchnorm": "BatchNorm running statistics (run `assft stats` for exact ones)",
+        "none": "none (KG ≡ 1)" + (f"; {len(norms)} encoder norm layers are hooked: run `assft stats` over source "
+                                    "data you own to turn the knowledge gap on" if norms else "; no hookable encoder"),
+    }[loaded.source_stats_origin]
+    print(f"  source statistics: {loaded.source_stats_origin}: {hint}")
     return 0
 
 

@@ -122,6 +122,9 @@ class ScoringObserver:
         channels_last_norms: the norm layers see (B, D, H, W, C) rather than (B, C, D, H, W).
         embedding_from_output: take the embedding from the second item of the network's output
             (TorchScript `(logits, embedding)`), weighting each window by its owned voxel count.
+        feature_axes: for a network reading the volume's axes in another order (nnU-Net,
+            `formats.adapter`): feature axis j is this project's axis `feature_axes[j]`; hooked
+            features are permuted back before the owned regions are cut. None: same order.
     """
 
     def __init__(
@@ -132,8 +135,15 @@ class ScoringObserver:
         stages: Sequence[str],
         channels_last_norms: bool = False,
         embedding_from_output: bool = False,
+        feature_axes: Sequence[int] | None = None,
     ) -> None:
         self.partition = partition
+        self._back: tuple[int, ...] | None = None
+        if feature_axes is not None and tuple(feature_axes) != (0, 1, 2):
+            inv = [0, 0, 0]
+            for j, a in enumerate(feature_axes):
+                inv[int(a)] = j
+            self._back = (0, 1, *(2 + a for a in inv))
         self.channels_last_norms = channels_last_norms
         self.embedding_from_output = embedding_from_output
         self.windows: WindowSlices | None = None
@@ -181,6 +191,8 @@ class ScoringObserver:
             return
         if channels_last:
             x = x.movedim(-1, 1)
+        elif self._back is not None:
+            x = x.permute(*self._back)
         for b, window in enumerate(self.windows):
             region = self.partition.feature_region(window, x.shape[2:])
             acc.add(x[(b, slice(None), *region)])

@@ -113,8 +113,9 @@ class LoadedModel:
             partition,
             norms,
             stages,
-            channels_last_norms=not self.is_torchscript and self.backbone.channels_last_norms,
+            channels_last_norms=not self.is_torchscript and self.backbone.norms_channels_last(self.network),
             embedding_from_output=self.is_torchscript,
+            feature_axes=None if self.is_torchscript else self.backbone.feature_axes(self.network),
         ) as obs:
             probs = predict_probs(self.network, image, cfg, observer=obs)
         return ForwardOutputs(
@@ -216,6 +217,9 @@ def _load_torchscript(card: ModelCard, ckpt: Path, folder: Path, dev: torch.devi
         raise ModelError(f"{ckpt}: not a TorchScript model ({str(exc).splitlines()[0]}); save it with torch.jit.save.") from None
     network.eval()
     report = LoadReport(checkpoint=str(ckpt), layout="torchscript")
+    embedding_module = card.backbone_kwargs.get("embedding_module")
+    if embedding_module:
+        network = _ScriptedWithEmbedding(network, str(embedding_module), ckpt)
     probe = torch.zeros(1, card.in_channels, *card.roi_size, device=dev)
     try:
         with torch.no_grad():
@@ -226,6 +230,12 @@ def _load_torchscript(card: ModelCard, ckpt: Path, folder: Path, dev: torch.devi
             f"input ({str(exc).splitlines()[0]}); check 'in_channels' and 'roi_size' in the card."
         ) from None
     logits = out[0] if isinstance(out, (tuple, list)) else out
+    if embedding_module and (len(out) < 2 or out[1].ndim != 2):
+        raise ModelError(
+            f"{ckpt}: submodule {embedding_module!r} does not give (B, E, d, h, w) features for a "
+            f"(1, {card.in_channels}, {', '.join(map(str, card.roi_size))}) input; name another one in "
+            "backbone_kwargs.embedding_module."
+        )
     if not isinstance(logits, torch.Tensor) or logits.ndim != 5 or logits.shape[1] != card.out_channels:
         raise ModelError(
             f"{ckpt}: the scripted model must return logits (B, K={card.out_channels}, D, H, W) or "
@@ -235,10 +245,47 @@ def _load_torchscript(card: ModelCard, ckpt: Path, folder: Path, dev: torch.devi
     if not has_embedding:
         report.notes.append(
             "TorchScript model returns logits only (no embedding): only output-based strategies "
-            "(entropy, fg_entropy, random) can run; return (logits, embedding) to enable diversity."
+            "(entropy, fg_entropy, random) can run; return (logits, embedding), or name an encoder submodule in "
+            "backbone_kwargs.embedding_module, to enable diversity."
+        )
+    elif embedding_module:
+        report.notes.append(
+            f"TorchScript embedding from submodule {embedding_module!r} (pooled features; one extra pass through it per window)."
         )
     report.notes.append("TorchScript: no hookable encoder, so no source statistics: KG ≡ 1.")
     return LoadedModel(network, card, report, None, "none", True, has_embedding, folder)
+
+
+class _ScriptedWithEmbedding(nn.Module):
+    """A logits-only TorchScript model plus its named encoder submodule as the embedding route.
+
+    ScriptModules take no Python forward hooks, so the submodule the card names
+    (`backbone_kwargs.embedding_module`, e.g. "encoder": it must map the (B, C, *roi) input to
+    (B, E, d, h, w) features) is called on each window beside the full model, and its output is
+    average-pooled into the (B, E) embedding: `forward` returns `(logits, embedding)`. This costs a
+    second pass through that submodule per window.
+    """
+
+    def __init__(self, scripted: nn.Module, name: str, ckpt: Path) -> None:
+        super().__init__()
+        self.scripted = scripted
+        sub: nn.Module | None = scripted
+        for part in name.split("."):
+            sub = getattr(sub, part, None)
+            if not isinstance(sub, nn.Module):
+                raise ModelError(
+                    f"{ckpt}: the scripted model has no submodule {name!r}; fix backbone_kwargs.embedding_module in "
+                    "the model card (a submodule mapping the input to (B, E, d, h, w) features)."
+                )
+        self.embedder = sub
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.scripted(x)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        features = self.embedder(x)
+        if isinstance(features, (tuple, list)):
+            features = features[-1]
+        return logits, features.flatten(2).mean(2)
 
 
 def save_model(network: nn.Module, card: ModelCard, model_dir: Path) -> Path:

@@ -58,6 +58,15 @@ class Backbone:
         """The encoder's total downsampling factor; windows are split on multiples of it."""
         return 1
 
+    def norms_channels_last(self, network: nn.Module) -> bool:
+        """True when `network`'s encoder norm layers see (B, D, H, W, C) inputs (Swin UNETR)."""
+        return self.channels_last_norms
+
+    def feature_axes(self, network: nn.Module) -> tuple[int, int, int] | None:
+        """For a network reading the spatial axes in another order (nnU-Net): feature axis j is
+        this project's axis `feature_axes[j]`; None when the order is this project's (D, H, W)."""
+        return None
+
     def make(self, in_channels: int, out_channels: int, kwargs: dict[str, Any]) -> nn.Module:
         """Build with `default_kwargs` overridden by `kwargs`.
 
@@ -211,7 +220,8 @@ class SwinUNETRBackbone(Backbone):
 class TorchScriptBackbone(Backbone):
     """A scripted model (`torch.jit.save`), loaded from its file rather than built.
 
-    It must return `(logits, embedding)`: (B, K, *roi) and (B, E). Scripted modules expose no
+    It returns logits (B, K, *roi) or `(logits, embedding)` with (B, E); `backbone_kwargs.embedding_module`
+    names a submodule whose pooled output is the embedding (`loaded._ScriptedWithEmbedding`). Scripted modules expose no
     hookable encoder, so no normalisation statistics (KG ≡ 1) and, without the embedding output,
     no `z` either: then only output-based strategies run.
     """
@@ -227,3 +237,8 @@ class TorchScriptBackbone(Backbone):
 
     def head_prefixes(self, network: nn.Module) -> tuple[str, ...]:
         return ()
+
+
+# Foreign formats register their backbones ("monai_bundle", "nnunet"); imported last (they use the above).
+from assft_core.models.formats import monai_bundle as _monai_bundle  # noqa: E402,F401
+from assft_core.models.formats import nnunet_folder as _nnunet_folder  # noqa: E402,F401

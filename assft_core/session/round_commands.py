@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "every stored metric (per round, f_0 baseline, settings, labels) into OUT. OUT must not exist or be empty."))
     p.add_argument("out", type=Path, metavar="OUT", help="new or empty folder")
     p.add_argument("--round", type=int, dest="round_idx", help="round whose model to export (default: the latest trained)")
+    p.add_argument(
+        "--format", dest="fmt", default="assft", choices=["assft", "monai_bundle", "nnunet"],
+        help="also write the model as a MONAI bundle (out/monai_bundle/) or an nnU-Net v2 model folder "
+        "(out/nnunet/, for models that came from one); model/ is always written",
+    )
     p.set_defaults(func=_export)
 
 
@@ -168,12 +173,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     project = project_from_args(args)
-    out = export_project(project, args.out, round_idx=args.round_idx)
-    print(f"exported to {out}: model/ (weights + model card) and metrics/")
+    out = export_project(project, args.out, round_idx=args.round_idx, fmt=args.fmt)
+    extra = "" if args.fmt == "assft" else f", {args.fmt}/ (the same model as a {args.fmt} folder)"
+    print(f"exported to {out}: model/ (weights + model card){extra} and metrics/")
     return 0
 
 
-def export_project(project: Project, out: Path, *, round_idx: int | None = None) -> Path:
+def export_project(project: Project, out: Path, *, round_idx: int | None = None, fmt: str = "assft") -> Path:
     """Write a trained round's model folder and every stored metric into a new folder `out`.
 
     `out/model/`: the model folder as trained (weights, `model_card.json`, source statistics,
@@ -185,6 +191,8 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None)
         project: the open project.
         out: the folder to create (absent or empty).
         round_idx: the round whose model to export (default: the latest trained).
+        fmt: "assft" (model/ only), or also "monai_bundle" / "nnunet": the same model in that
+            format in `out/monai_bundle/` or `out/nnunet/` (`assft_core.models.formats.export_model`).
 
     Returns:
         `out`.
@@ -192,6 +200,7 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None)
     Raises:
         DataError: when `out` exists and is not an empty folder (never overwritten).
         StateError: when no round (or not that round) has a trained model.
+        ModelError: when the model cannot be written in `fmt` (nothing is written).
     """
     from assft_core.config import to_dict
     from assft_core.session.evaluation import baseline_metrics
@@ -212,6 +221,10 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copytree(project.resolve(chosen.checkpoint), tmp / "model")
+        if fmt != "assft":
+            from assft_core.models.formats import export_model
+
+            export_model(tmp / "model", fmt, tmp / fmt)
         metrics = tmp / "metrics"
         metrics.mkdir()
         for r in history:

@@ -1,0 +1,343 @@
+"""MONAI bundles in and out: `configs/metadata.json`, `configs/inference.json` (or `train.json`), `models/model.pt`.
+
+In (`bundle_card_fields`): the network is the bundle's `network_def`, built by
+`monai.bundle.ConfigParser` from the config file (offline: nothing is downloaded; `_target_`
+components are imported, so load bundles from a source you trust, as MONAI says). Backbone
+`monai_bundle` keeps the whole config in `backbone_kwargs["config"]`, so a fine-tuned round model
+is self-contained. Classes come from `metadata.json`
+(`network_data_format.outputs.pred.channel_def`); spacing from the `Spacingd` `pixdim` of the
+`preprocessing` transforms; intensities from `ScaleIntensityRanged` (exact: this project's CT
+path is the same window to [0, 1], clipped; `b_min` / `b_max` other than 0 / 1 are applied by the
+input adapter) or `NormalizeIntensityd` (per-image z-score: approximated by the MRI percentile
+path mapped to [−2.576, 2.576], noted); the ROI from the `inferer`'s `roi_size`. What cannot be
+derived raises an error naming the field to set in the override card (`assft_override.json`).
+Encoder, norm layers, stages and head are those of the registered backbone of the built
+network's class (MONAI UNet, SegResNet, Swin UNETR); another class loads and predicts but has no
+hookable encoder (no source statistics, no embedding), and `assft model-info` says so.
+
+Out (`export_monai_bundle`): the same layout, loadable with `monai.bundle.load(name, bundle_dir=...)`
+and `ConfigParser`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from assft_core.config import Modality
+from assft_core.errors import ModelError
+from assft_core.fsutil import atomic_write, atomic_write_text
+from assft_core.models.formats.adapter import attach_input_adapter
+from assft_core.models.registry import Backbone, get_backbone, register_backbone
+
+FORMAT = "monai_bundle"
+CONFIG_NAMES = ("inference.json", "train.json", "inference.yaml", "train.yaml")
+_ZSCORE_RANGE = 2.576
+
+
+def is_monai_bundle(folder: Path) -> bool:
+    """True when `folder` has MONAI's bundle layout (`configs/metadata.json` and an inference/train config)."""
+    configs = Path(folder) / "configs"
+    return (configs / "metadata.json").is_file() and any((configs / n).is_file() for n in CONFIG_NAMES)
+
+
+def _parser(config: dict[str, Any]):  # noqa: ANN202 - monai type
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(copy.deepcopy(config))
+    return parser
+
+
+def _delegate(network: nn.Module) -> Backbone | None:
+    """The registered backbone describing `network`'s class (encoder layout), or None."""
+    from monai.networks.nets import SegResNet, SwinUNETR, UNet
+
+    for cls, name in ((UNet, "unet"), (SegResNet, "segresnet"), (SwinUNETR, "swin_unetr")):
+        if type(network) is cls:
+            return get_backbone(name)
+    return None
+
+
+@register_backbone("monai_bundle")
+class MonaiBundleBackbone(Backbone):
+    """A network built from a MONAI bundle config's `network_def` (kwargs `config`, `network_key`).
+
+    `in_channels` / `out_channels` of `network_def` are set to the card's (a card with another class
+    count gets a re-initialised head, as for every backbone); optional `input_scale` /
+    `input_shift` (C,) are applied by the input adapter. Encoder layout: the registered backbone
+    of the built class (`_delegate`), none for other classes.
+    """
+
+    def build(self, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+        config = copy.deepcopy(kwargs.get("config") or {})
+        key = str(kwargs.get("network_key", "network_def"))
+        net_def = config.get(key)
+        if not isinstance(net_def, dict):
+            raise ModelError(f"bundle config has no {key!r} component; set backbone_kwargs.network_key in assft_override.json.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if name in net_def:
+                net_def[name] = value
+        try:
+            network = _parser(config).get_parsed_content(key, instantiate=True)
+        except Exception as exc:  # MONAI wraps import/instantiation errors in several types
+            raise ModelError(f"bundle {key!r} cannot be built: {str(exc).splitlines()[0]}") from None
+        if not isinstance(network, nn.Module):
+            raise ModelError(f"bundle {key!r} is a {type(network).__name__}, not a torch network.")
+        return attach_input_adapter(network, kwargs.get("input_scale"), kwargs.get("input_shift"))
+
+    def _each(self, network: nn.Module, method: str, default: Any) -> Any:
+        d = _delegate(network)
+        return default if d is None else getattr(d, method)(network)
+
+    def norms_channels_last(self, network: nn.Module) -> bool:
+        d = _delegate(network)
+        return d is not None and d.norms_channels_last(network)
+
+    def encoder_norm_layers(self, network: nn.Module) -> list[str]:
+        return self._each(network, "encoder_norm_layers", [])
+
+    def encoder_stages(self, network: nn.Module) -> list[str]:
+        return self._each(network, "encoder_stages", [])
+
+    def head_prefixes(self, network: nn.Module) -> tuple[str, ...]:
+        return self._each(network, "head_prefixes", ())
+
+    def total_stride(self, network: nn.Module) -> int:
+        return self._each(network, "total_stride", 1)
+
+    def describes(self, network: nn.Module) -> str | None:
+        """The registered backbone name used for `network`'s encoder layout, or None."""
+        d = _delegate(network)
+        return None if d is None else d.name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable JSON ({exc}); restore the bundle file.") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object.")
+    return data
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if path.suffix == ".json":
+        return _read_json(path)
+    from monai.bundle import ConfigParser
+
+    try:
+        data = ConfigParser.load_config_file(str(path))
+    except Exception as exc:  # yaml errors
+        raise ModelError(f"{path}: unreadable bundle config ({exc}).") from None
+    return dict(data)
+
+
+def _short(target: object) -> str:
+    return str(target).rsplit(".", 1)[-1] if isinstance(target, str) else ""
+
+
+def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]:
+    """ModelCard fields (before the override card) for a MONAI bundle folder.
+
+    Reads `configs/metadata.json` and the config (override `config_file`, else inference.json,
+    train.json) only; the weights are read when the model loads.
+
+    Args:
+        folder: the bundle folder.
+        override: the override card; a field it sets is not required from the bundle.
+
+    Returns:
+        A dict for `ModelCard` (backbone "monai_bundle").
+
+    Raises:
+        ModelError: naming the file and the field to set in `assft_override.json` when the
+            classes, spacing, normalisation or ROI cannot be derived.
+    """
+    folder = Path(folder)
+    meta_path = folder / "configs" / "metadata.json"
+    meta = _read_json(meta_path)
+    name = override.get("config_file")
+    names = [str(name)] if name else list(CONFIG_NAMES)
+    cfg_path = next((folder / "configs" / n for n in names if (folder / "configs" / n).is_file()), None)
+    if cfg_path is None:
+        raise ModelError(f"{folder / 'configs'}: none of {names} found; set \"config_file\" in assft_override.json.")
+    config = _read_config(cfg_path)
+    config.pop("bundle_root", None)
+    config["bundle_root"] = "."  # never an absolute path of the machine that wrote it
+    parser = _parser(config)
+    over_pre = override.get("preprocess") or {}
+    notes: list[str] = [f"MONAI bundle, {cfg_path.relative_to(folder)}."]
+    fmt = meta.get("network_data_format") or {}
+    image_in = (fmt.get("inputs") or {}).get("image") or {}
+    channel_def = ((fmt.get("outputs") or {}).get("pred") or {}).get("channel_def")
+    if not channel_def and "classes" not in override:
+        raise ModelError(
+            f"{meta_path}: no network_data_format.outputs.pred.channel_def; add it, or set \"classes\" "
+            "({\"0\": \"background\", ...}) in assft_override.json."
+        )
+    classes = {int(k): str(v) for k, v in (channel_def or {}).items()}
+    net_def = config.get("network_def")
+    if not isinstance(net_def, dict) and "network_key" not in (override.get("backbone_kwargs") or {}):
+        raise ModelError(f"{cfg_path}: no 'network_def'; set backbone_kwargs.network_key in assft_override.json.")
+    in_channels = image_in.get("num_channels")
+    if in_channels is None and isinstance(net_def, dict):
+        in_channels = parser.get_parsed_content("network_def#in_channels", default=None)
+    if in_channels is None and "in_channels" not in override:
+        raise ModelError(f"{meta_path}: input channels unknown; set \"in_channels\" in assft_override.json.")
+    pre: dict[str, Any] = {"crop_foreground": False}
+    scale = shift = None
+    transforms = (config.get("preprocessing") or {}).get("transforms") or []
+    for i, t in enumerate(transforms):
+        kind = _short(t.get("_target_")) if isinstance(t, dict) else ""
+
+        def arg(field: str, default: Any = None, i: int = i) -> Any:
+            return parser.get_parsed_content(f"preprocessing#transforms#{i}#{field}", default=default)
+
+        if kind in ("Spacingd", "Spacing"):
+            pre["spacing_mm"] = [float(s) for s in arg("pixdim")]
+        elif kind in ("ScaleIntensityRanged", "ScaleIntensityRange"):
+            a_min, a_max = float(arg("a_min")), float(arg("a_max"))
+            b_min, b_max = float(arg("b_min", 0.0)), float(arg("b_max", 1.0))
+            pre.update(modality=Modality.CT.value, ct_window=[a_min, a_max])
+            if (b_min, b_max) != (0.0, 1.0):
+                scale, shift = [b_max - b_min], [b_min]
+            notes.append(f"ScaleIntensityRanged [{a_min:g}, {a_max:g}] -> [{b_min:g}, {b_max:g}] reproduced"
+                         + (" (the bundle does not clip; this project does)." if not arg("clip", False) else " exactly."))
+        elif kind in ("NormalizeIntensityd", "NormalizeIntensity"):
+            pre.update(modality=Modality.MRI.value, mri_percentiles=[0.5, 99.5])
+            scale, shift = [2 * _ZSCORE_RANGE], [-_ZSCORE_RANGE]
+            notes.append(
+                "NormalizeIntensityd (per-image z-score) is approximated: percentiles 0.5–99.5 of the non-zero voxels "
+                "to [−2.576, 2.576]; expect a shift at round 0 that fine-tuning adapts to."
+            )
+        elif kind in ("CropForegroundd", "CropForeground"):
+            pre["crop_foreground"] = True
+        elif kind in ("Orientationd", "Orientation") and str(arg("axcodes", "RAS")) != "RAS":
+            notes.append(f"the bundle orients to {arg('axcodes')!r}; this project uses RAS.")
+    if "spacing_mm" not in pre and "spacing_mm" not in over_pre:
+        raise ModelError(
+            f"{cfg_path}: no Spacingd in 'preprocessing'; set \"preprocess\": {{\"spacing_mm\": [x, y, z]}} in "
+            "assft_override.json."
+        )
+    if "modality" not in pre and "modality" not in over_pre:
+        raise ModelError(
+            f"{cfg_path}: no ScaleIntensityRanged or NormalizeIntensityd in 'preprocessing'; set \"preprocess\": "
+            "{\"modality\": \"CT\", \"ct_window\": [lo, hi]} (or MRI with \"mri_percentiles\") in assft_override.json."
+        )
+    roi = None
+    if isinstance(config.get("inferer"), dict):
+        roi = parser.get_parsed_content("inferer#roi_size", default=None)
+    if roi is None and "roi_size" not in override:
+        raise ModelError(f"{cfg_path}: no inferer roi_size; set \"roi_size\" in assft_override.json.")
+    in_channels = int(in_channels) if in_channels is not None else 1
+    kwargs: dict[str, Any] = {"config": config, "network_key": "network_def"}
+    if scale is not None:
+        kwargs.update(input_scale=scale * in_channels, input_shift=shift * in_channels)  # type: ignore[operator]
+    return {
+        "backbone": "monai_bundle",
+        "in_channels": in_channels,
+        "classes": classes,
+        "roi_size": [int(r) for r in roi] if roi is not None else [64, 64, 64],
+        "backbone_kwargs": kwargs,
+        "preprocess": pre,
+        "checkpoint": "models/model.pt",
+        "notes": " ".join(notes),
+    }
+
+
+def _network_def(card: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, network_def) of a bundle for `card`; the config of a bundle card is kept."""
+    if card.backbone == "monai_bundle":
+        config = copy.deepcopy(card.backbone_kwargs.get("config") or {})
+        net_def = config.get(card.backbone_kwargs.get("network_key", "network_def"))
+        if isinstance(net_def, dict):
+            for name, value in (("in_channels", card.in_channels), ("out_channels", card.out_channels)):
+                if name in net_def:
+                    net_def[name] = value
+        return config, net_def
+    targets = {"unet": "monai.networks.nets.UNet", "segresnet": "monai.networks.nets.SegResNet",
+               "swin_unetr": "monai.networks.nets.SwinUNETR"}
+    if card.backbone not in targets:
+        raise ModelError(
+            f"export as MONAI bundle: backbone {card.backbone!r} is not a MONAI network; export it as 'assft'"
+            + (" or 'nnunet'." if card.backbone == "nnunet" else ".")
+        )
+    backbone = get_backbone(card.backbone)
+    kwargs = {**backbone.default_kwargs, **card.backbone_kwargs}
+    net_def = {"_target_": targets[card.backbone], "in_channels": card.in_channels, "out_channels": card.out_channels,
+               **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    net_def["spatial_dims"] = 3
+    pre = card.preprocess
+    steps: list[dict[str, Any]] = [
+        {"_target_": "LoadImaged", "keys": "image"},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": "image", "pixdim": list(card.spacing_mm), "mode": "bilinear"},
+    ]
+    if Modality(pre.modality) is Modality.CT:
+        lo, hi = pre.ct_window
+        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi,
+                      "b_min": 0.0, "b_max": 1.0, "clip": True})
+    else:
+        lo, hi = pre.mri_percentiles
+        steps.append({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
+                      "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True})
+    steps.append({"_target_": "EnsureTyped", "keys": "image"})
+    config = {
+        "imports": ["$import torch"],
+        "bundle_root": ".",
+        "device": "$torch.device('cpu')",
+        "network_def": net_def,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": "Compose", "transforms": steps},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(card.roi_size), "sw_batch_size": 1, "overlap": 0.25},
+    }
+    return config, net_def
+
+
+def export_monai_bundle(network: nn.Module, card: Any, out: Path) -> Path:
+    """Write `network` as a MONAI bundle folder at `out` (configs/metadata.json, configs/inference.json, models/model.pt).
+
+    Args:
+        network: the adapted network (a MONAI network: its state-dict keys are the bundle's).
+        card: its ModelCard; the classes become `channel_def`, the preprocessing Spacingd and
+            ScaleIntensityRanged (CT) or ScaleIntensityRangePercentilesd (MRI), the ROI the inferer's.
+        out: an absent or empty folder.
+
+    Raises:
+        ModelError: for a backbone that is not a MONAI network (TorchScript, nnU-Net).
+    """
+    import monai
+
+    config, _ = _network_def(card)
+    out = Path(out)
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
+    metadata = {
+        "version": "0.1.0",
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "name": "assft adapted model",
+        "task": "segmentation, adapted with ASSFT Studio",
+        "description": card.notes or "adapted with ASSFT Studio",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": card.in_channels,
+                                 "spatial_shape": list(card.roi_size), "dtype": "float32",
+                                 "modality": Modality(card.preprocess.modality).value}},
+            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": card.out_channels,
+                                 "spatial_shape": list(card.roi_size), "dtype": "float32",
+                                 "channel_def": {str(k): v for k, v in sorted(card.classes.items())}}},
+        },
+    }
+    atomic_write_text(out / "configs" / "metadata.json", json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(out / "configs" / "inference.json", json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    atomic_write(out / "models" / "model.pt", lambda tmp: torch.save(state, tmp))
+    return out
