@@ -90,6 +90,11 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("bn-frozen+retention-strong+wise", bn_mode="frozen", retention_weight=1.0, retention_batch_size=2,
        finetune={"recipe": "retention+wise"}),
     _v("wise-0.3", finetune={"recipe": "wise", "wise_alpha": 0.3}),
+    _v("frozen_bn+retention-q50-strong+lr-1e-4", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5, "lr": 1e-4}),
+    _v("frozen_bn+retention-q50-strong+lr-1e-4+wise-0.7", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "frozen_bn+retention+wise", "retention_class_quantile": 0.5, "lr": 1e-4, "wise_alpha": 0.7}),
+    _v("frozen_bn+lr-1e-4+wise-0.7", finetune={"recipe": "frozen_bn+wise", "lr": 1e-4, "wise_alpha": 0.7}),
     # SSFT (selective, 100 + 50 steps): pseudo-label voxel accuracy per site against the oracle.
     _v("ssft-selective", ssft_steps=50),
     _v("bn-frozen+ssft-selective", bn_mode="frozen", ssft_steps=50),

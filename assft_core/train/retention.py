@@ -95,15 +95,17 @@ class RoundRetention:
         return cls(cfg, base, list(encoder), head, {"recipe": cfg.label})
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
-        """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all) and,
-        with `frozen_bn`, BatchNorm frozen (its statistics and affine parameters kept)."""
+        """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all),
+        BatchNorm frozen with `frozen_bn` (its statistics and affine parameters kept), and the
+        round's learning rate (`FinetuneConfig.lr`, when set)."""
         trainable = Trainable.ALL
         if self.cfg.uses(Recipe.DECODER):
             trainable = Trainable.DECODER
         elif self.cfg.uses(Recipe.LORA):
             trainable = Trainable.LORA
         bn_mode = BNMode.FROZEN if self.cfg.uses(Recipe.FROZEN_BN) else train_cfg.bn_mode
-        return dataclasses.replace(train_cfg, trainable=trainable, bn_mode=bn_mode)
+        lr = train_cfg.lr if self.cfg.lr is None else self.cfg.lr
+        return dataclasses.replace(train_cfg, trainable=trainable, bn_mode=bn_mode, lr=lr)
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Extra keyword arguments of `train` (an L2-SP anchor, the encoder names); empty for the
