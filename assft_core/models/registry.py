@@ -103,14 +103,30 @@ def get_backbone(name: str) -> Backbone:
     Raises:
         ModelError: for an unknown name (lists the known ones).
     """
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown backbone {name!r}; known: {sorted(_REGISTRY)}. Fix 'backbone' in the model card.")
-    return _REGISTRY[name]()
+    registry = _registry()
+    if name not in registry:
+        raise ModelError(f"unknown backbone {name!r}; known: {sorted(registry)}. Fix 'backbone' in the model card.")
+    return registry[name]()
 
 
 def backbone_names() -> list[str]:
     """Names of every registered backbone."""
-    return sorted(_REGISTRY)
+    return sorted(_registry())
+
+
+# Foreign formats register their backbones ("monai_bundle", "nnunet") from their own modules, which
+# import this one: loaded on the first lookup, never at import time (no import cycle, so threads may
+# import the engine in any order; tests/engine/test_import_order.py).
+_FORMAT_MODULES = ("assft_core.models.formats.monai_bundle", "assft_core.models.formats.nnunet_folder")
+
+
+def _registry() -> dict[str, type[Backbone]]:
+    """Every registered backbone, the foreign formats' included."""
+    import importlib
+
+    for module in _FORMAT_MODULES:
+        importlib.import_module(module)
+    return _REGISTRY
 
 
 def norm_layers_under(network: nn.Module, prefixes: list[str]) -> list[str]:
@@ -238,7 +254,3 @@ class TorchScriptBackbone(Backbone):
     def head_prefixes(self, network: nn.Module) -> tuple[str, ...]:
         return ()
 
-
-# Foreign formats register their backbones ("monai_bundle", "nnunet"); imported last (they use the above).
-from assft_core.models.formats import monai_bundle as _monai_bundle  # noqa: E402,F401
-from assft_core.models.formats import nnunet_folder as _nnunet_folder  # noqa: E402,F401
