@@ -33,8 +33,7 @@ from assft_core.config import FinetuneConfig, SSFTMode, from_dict, to_dict
 from assft_core.errors import AssftError
 
 ALL_SSFT_MODES: tuple[SSFTMode, ...] = tuple(SSFTMode)
-# The retention recipe of the `recipes` headline: the project default (config.DEFAULT_RECIPE).
-DEFAULT_RECIPE = FinetuneConfig().label
+
 ALL_STRATEGIES = ("assft", "random", "entropy", "fg_entropy", "coreset", "dkd", "kmeans_entropy", "clasp_pe")
 
 
@@ -158,7 +157,7 @@ PRESETS: dict[str, StrategyBenchConfig] = {
         strategies=("assft", "random", "coreset", "dkd"),
         rounds=3,
         supervised_steps=100,
-        recipe=DEFAULT_RECIPE,
+        recipe=FinetuneConfig().label,  # the project default (config.DEFAULT_RECIPE)
         ceiling_train_steps=1200,
     ),
     "full": StrategyBenchConfig(

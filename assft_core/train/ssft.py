@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from assft_core.config import FinetuneConfig, InferenceConfig, QueryConfig, SSFTConfig, SSFTMode, TrainConfig
+from assft_core.config import FinetuneConfig, InferenceConfig, QueryConfig, Recipe, SSFTConfig, SSFTMode, TrainConfig
 from assft_core.data.records import PreprocessedCase
 from assft_core.errors import DataError, ModelError, StateError
 from assft_core.models.card import ModelCard
@@ -180,7 +180,7 @@ def run_round_training(
             on_progress(RoundProgress(phase, done / total if total else 1.0, message, event))
 
     fit = train_fn or train
-    retention = RoundRetention.build(finetune_cfg or FinetuneConfig(), network, card.backbone, base)
+    retention = RoundRetention.build(finetune_cfg or FinetuneConfig(recipe=Recipe.PAPER), network, card.backbone, base)
     phase_cfg = retention.train_config(train_cfg)
     extra = retention.trainer_kwargs()
     pool_cases = [*labelled, *unlabelled]

@@ -261,7 +261,7 @@ def test_frozen_bn_recipe_freezes_batchnorm_for_the_round() -> None:
     from assft_core.train.retention import RoundRetention
 
     net = _net()
-    plain = RoundRetention.build(FinetuneConfig(), net, "unet", None).train_config(TRAIN)
+    plain = RoundRetention.build(FinetuneConfig(recipe="paper"), net, "unet", None).train_config(TRAIN)
     frozen = RoundRetention.build(FinetuneConfig(recipe="frozen_bn+decoder"), net, "unet", None).train_config(TRAIN)
     assert plain.bn_mode is BNMode.TRAIN and plain.trainable is Trainable.ALL
     assert frozen.bn_mode is BNMode.FROZEN and frozen.trainable is Trainable.DECODER
@@ -271,5 +271,5 @@ def test_the_round_learning_rate_overrides_the_trainers() -> None:
     from assft_core.train.retention import RoundRetention
 
     net = _net()
-    assert RoundRetention.build(FinetuneConfig(lr=1e-4), net, "unet", None).train_config(TRAIN).lr == 1e-4
-    assert RoundRetention.build(FinetuneConfig(), net, "unet", None).train_config(TRAIN).lr == TRAIN.lr
+    assert RoundRetention.build(FinetuneConfig(recipe="paper", lr=1e-4), net, "unet", None).train_config(TRAIN).lr == 1e-4
+    assert RoundRetention.build(FinetuneConfig(recipe="paper"), net, "unet", None).train_config(TRAIN).lr == TRAIN.lr
