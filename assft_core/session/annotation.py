@@ -102,6 +102,7 @@ class ExportedCase:
     strategy: str
     why_picked: str
     images: list[str]
+    series_uid: str | None
     preannotation: str
     preannotation_sha256: str
     expected_label: str
@@ -279,7 +280,7 @@ def export_picks(project: Project, out: str | os.PathLike[str], *, predictor: Pr
             stored.append((q.case_id, artifact, digest, tag))
             exported.append(ExportedCase(
                 case_id=q.case_id, site=case.site, rank=q.rank, strategy=q.strategy,
-                why_picked=why_picked(q.strategy, q.explanation), images=image_names,
+                why_picked=why_picked(q.strategy, q.explanation), images=image_names, series_uid=case.series_uid,
                 preannotation=f"{PREANNOTATIONS_DIR}/{pre_file.name}", preannotation_sha256=digest,
                 expected_label=f"{LABELS_DIR}/{label_file_name(q.case_id)}",
             ))
