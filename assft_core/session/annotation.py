@@ -414,6 +414,40 @@ def import_labels(project: Project, folder: str | os.PathLike[str]) -> ImportRep
     return report
 
 
+def import_label_uploads(project: Project, files: Sequence[tuple[str, bytes]]) -> ImportReport:
+    """`import_labels` for uploaded files (dashboard): each written under its sanitised name to a
+    temporary folder inside the project, imported, then the temporary folder is removed.
+
+    Args:
+        files: (file name, bytes) per upload.
+
+    Raises:
+        StateError: as `import_labels`.
+    """
+    from assft_core.session.paths import sanitize_filename
+
+    tmp_root = project.artifact_path("tmp")
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix="uploads-", dir=tmp_root))
+    refused: dict[str, str] = {}
+    try:
+        for name, data in files:
+            try:
+                safe = sanitize_filename(name)
+            except DataError as exc:
+                refused[name] = str(exc)
+                continue
+            if (tmp_dir / safe).exists():
+                refused[name] = f"{name}: a second upload named {safe}; nothing was stored from it. Fix: one file per case."
+                continue
+            (tmp_dir / safe).write_bytes(data)
+        report = import_labels(project, tmp_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    report.refused.update(refused)
+    return report
+
+
 def _import_one(project: Project, case_id: str, path: Path, pre_row: sqlite3.Row) -> AnnotationEffort:
     from assft_core.data.io import load_label
 
