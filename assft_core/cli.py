@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "assft_core.models.commands",
     "assft_core.session.commands",
     "assft_core.session.round_commands",
+    "assft_core.session.annotation_commands",
     "assft_core.session.doctor",
     "assft_core.train.commands",
     "assft_core.bench.commands",

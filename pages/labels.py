@@ -1,5 +1,6 @@
 """Labels page: an expert label (NIfTI upload) per approved case, validated against its image before
-anything is stored, or the oracle in demo mode; every case's label versions listed."""
+anything is stored, or the oracle in demo mode; the picks as a zip for 3D Slicer / ITK-SNAP and the
+corrected labels back in one upload, with the annotation effort; every case's label versions listed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import flash, guard, require_project, round_banner
-from assft_core.session import labels, rounds
+from assft_core.session import annotation, labels, rounds
 from assft_core.session.project import Project
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
 
 NIFTI_TYPES = ["nii", "gz"]  # .nii and .nii.gz; the engine's validation decides the rest
+ZIP_KEY = "labels-picks-zip"  # session state: (round, zip bytes) of the last export
 
 
 def upload_form(project: Project, case_id: str, key: str, button: str) -> None:
@@ -72,6 +74,48 @@ def approved_section(project: Project, info: RoundInfo) -> None:
             upload_form(project, case_id, f"{info.idx}-{case_id}", "Validate and store")
 
 
+def round_trip_section(project: Project, info: RoundInfo) -> None:
+    """The annotation round trip: the approved picks with pre-annotations as a zip for 3D Slicer /
+    ITK-SNAP, and the corrected labels back in one multi-file upload, with the effort per case."""
+    approved = [q.case_id for q in rounds.list_queries(project) if q.status is QueryStatus.APPROVED]
+    st.subheader("Label in 3D Slicer / ITK-SNAP")
+    if not approved:
+        st.caption("Approved picks of the round can be exported here with the model's prediction as a start.")
+    else:
+        st.caption("The zip holds each approved pick's image (unchanged), the current model's prediction as a "
+                   "pre-annotation, label files for ITK-SNAP (labels.txt) and 3D Slicer (assft.ctbl) and a "
+                   "manifest. Save each corrected label as `<case>.nii.gz` and upload them below.")
+        if st.button("Prepare the picks (runs the model on each)", key="export-picks"):
+            with guard("export the picks"):
+                st.session_state[ZIP_KEY] = (info.idx, annotation.export_picks_zip(project))
+        ready = st.session_state.get(ZIP_KEY)
+        if ready and ready[0] == info.idx:
+            st.download_button("Download the picks (zip)", ready[1], file_name=f"assft-round-{info.idx}-picks.zip",
+                               mime="application/zip", key="download-picks")
+    uploads = st.file_uploader("Corrected labels (<case>.nii.gz, several at once)", type=NIFTI_TYPES,
+                               accept_multiple_files=True, key="bulk-labels")
+    if st.button("Validate and store the corrected labels", key="import-labels", disabled=not uploads):
+        with guard("import the corrected labels"):
+            report = annotation.import_label_uploads(project, [(u.name, u.getvalue()) for u in uploads])
+            for name, why in sorted(report.refused.items()):
+                st.error(f"{name} was not stored: {why}")
+            if report.stored:
+                lines = "".join(f"  \n{annotation.format_effort(e)}" for e in report.stored)
+                message = f"{len(report.stored)} label(s) stored.{lines}"
+                if report.refused:  # stay on this run: the errors above stay visible
+                    st.success(message)
+                else:
+                    flash(message)
+                    st.rerun()
+    efforts = annotation.round_efforts(project)
+    if efforts:
+        st.dataframe(pd.DataFrame([
+            {"round": e.round, "cases": e.cases, "voxels changed": e.changed_voxels,
+             "slices changed": e.changed_slices, "mean Dice (pre-annotation vs final)": round(e.mean_dice, 3)}
+            for e in efforts.values()
+        ]), hide_index=True)
+
+
 def versions_section(project: Project) -> None:
     """Every label version of a chosen labelled case, and an upload for a corrected version."""
     st.subheader("Label versions")
@@ -103,5 +147,6 @@ info = round_banner(project)
 left, right = st.columns(2, gap="large")
 with left:
     approved_section(project, info)
+    round_trip_section(project, info)
 with right:
     versions_section(project)

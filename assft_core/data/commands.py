@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="number of classes including background (label values must lie in 0..K-1)")
     p.add_argument("--channels", type=_positive_int, metavar="N", help="declared channel count of a 4D image")
     p.add_argument("--dataset", type=Path, metavar="DIR",
-                   help="check every case of a dataset folder (pairs, MSD or nnU-Net v2) instead")
+                   help="check every case of a dataset folder (pairs, DICOM series folders, MSD or nnU-Net v2) instead")
     p.set_defaults(func=run_validate)
 
 
@@ -34,8 +34,11 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         if args.image is not None:
             raise DataError("give either IMAGE [LABEL] or --dataset DIR, not both.")
-        manifest = import_dataset(args.dataset)
-        reports = check_dataset(manifest)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="assft-validate-") as tmp:  # DICOM series read as NIfTI here
+            manifest = import_dataset(args.dataset, dicom_out=Path(tmp))
+            reports = check_dataset(manifest)
         n_lab = sum(c.label_path is not None for c in manifest.cases)
         print(f"dataset {manifest.name} ({manifest.schema}, {manifest.modality}, {len(manifest.channel_names)} channel(s), "
               f"classes {manifest.classes or 'undeclared'}): {len(manifest.cases)} cases, {n_lab} labelled")

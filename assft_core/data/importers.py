@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from assft_core.data.dicom import DicomSeriesError, convert_series, series_folders
 from assft_core.data.io import NIFTI_SUFFIXES, load_image
-from assft_core.data.records import CaseRecord, DatasetManifest, Split
+from assft_core.data.records import CaseRecord, DatasetManifest, Problem, Severity, Split
 from assft_core.errors import DataError
 
 CASES_CSV = "cases.csv"
@@ -39,7 +40,13 @@ _MR_TOKENS = {"MR", "MRI", "T1", "T1W", "T2", "T2W", "T1GD", "T1C", "T1CE", "FLA
 _CT_MIN_HU = -500.0
 
 
-def import_dataset(root: Path | str, *, classes: dict[int, str] | None = None, modality: str | None = None) -> DatasetManifest:
+def import_dataset(
+    root: Path | str,
+    *,
+    classes: dict[int, str] | None = None,
+    modality: str | None = None,
+    dicom_out: Path | None = None,
+) -> DatasetManifest:
     """Parse a dataset folder into a manifest (schema detected from its layout).
 
     Args:
@@ -48,6 +55,10 @@ def import_dataset(root: Path | str, *, classes: dict[int, str] | None = None, m
             whose dataset.json declares them.
         modality: "CT" or "MRI" for a plain folder dataset (default: CT when the first image
             holds air below -500 HU, else MRI); ignored when dataset.json names it.
+        dicom_out: where a plain folder dataset's DICOM series are written as NIfTI
+            (`<dicom_out>/<case>.nii.gz` and a `.json` sidecar with the SeriesInstanceUID); needed
+            only when the folder holds series (`assft_core.data.dicom`). A series that cannot be
+            converted stays a case with its reason in `manifest.conversion_problems`.
 
     Returns:
         DatasetManifest with every case found, site and split from `cases.csv` when present.
@@ -77,7 +88,7 @@ def import_dataset(root: Path | str, *, classes: dict[int, str] | None = None, m
                 "Fix the file, or remove it to import the folder as image/label pairs."
             )
     else:
-        manifest = _import_folder(root, classes or {}, modality)
+        manifest = _import_folder(root, classes or {}, modality, dicom_out)
     _check_unique(manifest.cases, root)
     csv_path = root / CASES_CSV
     if csv_path.exists():
@@ -108,43 +119,74 @@ def infer_modality(names: Iterable[str]) -> str:
     )
 
 
-def _import_folder(root: Path, classes: dict[int, str], modality: str | None) -> DatasetManifest:
+def _import_folder(root: Path, classes: dict[int, str], modality: str | None, dicom_out: Path | None) -> DatasetManifest:
     images_dir, labels_dir = root / "images", root / "labels"
     pairs: list[tuple[str, Path, Path | None]] = []
+    series: list[tuple[str, Path, Path | None]] = []  # DICOM series folders: case, folder, NIfTI label
     if images_dir.is_dir():
         for img in _nifti_files(images_dir):
             lab = labels_dir / img.name
             pairs.append((_strip_nifti(img.name), img, lab if lab.exists() else None))
+        for folder in series_folders(images_dir):
+            lab = next((labels_dir / (folder.name + s) for s in NIFTI_SUFFIXES if (labels_dir / (folder.name + s)).exists()), None)
+            series.append((folder.name, folder, lab))
         if labels_dir.is_dir():
-            orphans = sorted({p.name for p in _nifti_files(labels_dir)} - {img.name for _, img, _ in pairs})
+            known = {img.name for _, img, _ in pairs} | {f.name + s for _c, f, _l in series for s in NIFTI_SUFFIXES}
+            orphans = sorted({p.name for p in _nifti_files(labels_dir)} - known)
             if orphans:
                 raise DataError(f"{labels_dir}: label(s) {orphans[:5]} have no image of the same name in {images_dir}. "
                                 "Rename them to match their images, or remove them.")
     else:
         files = _nifti_files(root)
         stems = {_strip_nifti(f.name): f for f in files}
+        series_names = {f.name for f in series_folders(root)}
         for stem, img in stems.items():
             if stem.endswith(LABEL_SUFFIX):
-                if stem[: -len(LABEL_SUFFIX)] not in stems:
+                if stem[: -len(LABEL_SUFFIX)] not in stems and stem[: -len(LABEL_SUFFIX)] not in series_names:
                     raise DataError(f"{img}: label without its image {stem[: -len(LABEL_SUFFIX)]}.nii.gz. "
                                     "Add the image or remove the label.")
                 continue
             lab = stems.get(stem + LABEL_SUFFIX)
             pairs.append((stem, img, lab))
-    if not pairs:
+        for folder in series_folders(root):
+            series.append((folder.name, folder, stems.get(folder.name + LABEL_SUFFIX)))
+    if not pairs and not series:
         raise DataError(
-            f"{root}: no NIfTI images found. Expected case.nii.gz + case_seg.nii.gz, images/ + labels/, "
-            "an MSD or an nnU-Net v2 dataset.json."
+            f"{root}: no NIfTI images or DICOM series found. Expected case.nii.gz + case_seg.nii.gz, images/ + labels/, "
+            "one DICOM series folder per case, an MSD or an nnU-Net v2 dataset.json."
         )
+    cases = [CaseRecord(case_id=sanitise_case_id(cid), image_paths=(img,), label_path=lab) for cid, img, lab in pairs]
+    problems: dict[str, list[Problem]] = {}
+    dicom_modality = None
+    if series:
+        if dicom_out is None:
+            raise DataError(f"{root}: holds DICOM series but no folder to convert them into was given "
+                            "(import it into a project with `assft init` / `assft import`, or `assft validate --dataset`).")
+        for cid, folder, lab in series:
+            case_id = sanitise_case_id(cid)
+            target = Path(dicom_out) / f"{case_id}.nii.gz"
+            try:
+                volume = convert_series(folder, target)
+            except DicomSeriesError as exc:
+                problems[case_id] = [Problem(Severity.ERROR, exc.folder, exc.reason, exc.fix)]
+                cases.append(CaseRecord(case_id=case_id, image_paths=(folder,), label_path=lab))
+                continue
+            dicom_modality = dicom_modality or volume.modality
+            cases.append(CaseRecord(case_id=case_id, image_paths=(target,), label_path=lab, series_uid=volume.series_uid))
     if modality is None:
-        first = load_image([pairs[0][1]])
-        modality = "CT" if float(np.min(first.array)) < _CT_MIN_HU else "MRI"
+        if dicom_modality is not None:
+            modality = dicom_modality
+        elif pairs:
+            first = load_image([pairs[0][1]])
+            modality = "CT" if float(np.min(first.array)) < _CT_MIN_HU else "MRI"
+        else:
+            raise DataError(f"{root}: no DICOM series could be read (see each series' problem) and no NIfTI image "
+                            "tells the modality. Fix the series, or give the modality.")
     else:
         modality = infer_modality([modality])
-    cases = [CaseRecord(case_id=sanitise_case_id(cid), image_paths=(img,), label_path=lab) for cid, img, lab in pairs]
     return DatasetManifest(
         name=root.name, root=root, schema="folder", classes=dict(classes), channel_names=[modality],
-        modality=modality, cases=cases,
+        modality=modality, cases=cases, conversion_problems=problems,
     )
 
 
@@ -269,7 +311,8 @@ def _apply_cases_csv(cases: list[CaseRecord], csv_path: Path) -> list[CaseRecord
         if split not in allowed:
             raise DataError(f"{csv_path}: line {line}: split {split!r} is not one of {allowed}.")
         old = by_id[cid]
-        updates[cid] = CaseRecord(old.case_id, old.image_paths, old.label_path, row.get("site") or "unknown", Split(split))
+        updates[cid] = CaseRecord(old.case_id, old.image_paths, old.label_path, row.get("site") or "unknown", Split(split),
+                                  old.series_uid)
     return [updates.get(c.case_id, c) for c in cases]
 
 

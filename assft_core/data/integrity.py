@@ -132,7 +132,8 @@ def _label_header_fits(report: IntegrityReport, header: HeaderInfo, image: _Load
 
 
 def check_dataset(manifest: DatasetManifest, *, cfg: PreprocessConfig | None = None) -> list[IntegrityReport]:
-    """Check every case of an imported dataset (labelled: `check_pair`; unlabelled: `check_image`).
+    """Check every case of an imported dataset (labelled: `check_pair`; unlabelled: `check_image`;
+    a DICOM series the import could not convert: its conversion problem).
 
     Returns:
         One IntegrityReport per case, in manifest order.
@@ -140,7 +141,9 @@ def check_dataset(manifest: DatasetManifest, *, cfg: PreprocessConfig | None = N
     channels = len(manifest.channel_names) or None
     reports = []
     for case in manifest.cases:
-        if case.label_path is None:
+        if case.case_id in manifest.conversion_problems:  # a DICOM series that could not be read
+            reports.append(IntegrityReport(case.case_id, list(manifest.conversion_problems[case.case_id])))
+        elif case.label_path is None:
             reports.append(check_image(case.image_paths, expected_channels=channels, case_id=case.case_id, cfg=cfg))
         else:
             reports.append(

@@ -32,6 +32,8 @@ class CaseRecord:
         label_path: the reference label map, or None for an unlabelled case.
         site: site / scanner / protocol from cases.csv ("unknown" without it).
         split: pool (default), test, source_train or source_test.
+        series_uid: the SeriesInstanceUID of an image converted from a DICOM series (its
+            `image_paths` then name the NIfTI written by the import), else None.
     """
 
     case_id: str
@@ -39,6 +41,7 @@ class CaseRecord:
     label_path: Path | None = None
     site: str = "unknown"
     split: Split = Split.POOL
+    series_uid: str | None = None
 
 
 @dataclass
@@ -53,6 +56,8 @@ class DatasetManifest:
         channel_names: one name per input channel.
         modality: "CT" or "MRI" (from the schema's channel/modality names).
         cases: every case found.
+        conversion_problems: case id -> why its DICOM series could not be converted (such a
+            case is kept, its `image_paths` naming the series folder; `check_dataset` reports it).
     """
 
     name: str
@@ -62,6 +67,7 @@ class DatasetManifest:
     channel_names: list[str]
     modality: str
     cases: list[CaseRecord] = field(default_factory=list)
+    conversion_problems: dict[str, list[Problem]] = field(default_factory=dict)
 
 
 class Severity(str, enum.Enum):

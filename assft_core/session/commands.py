@@ -172,6 +172,11 @@ def _status(args: argparse.Namespace) -> int:
             shown = {k: v for k, v in past.metrics.items() if isinstance(v, (int, float)) and k != "mean_hd95_mm"}
             hd95 = f"  {hd95_text(past.metrics.get('overall') or past.metrics)}" if "mean_hd95_mm" in past.metrics else ""
             print(f"round {past.idx}: {past.state.value}  " + "  ".join(f"{k} {v:.3g}" for k, v in shown.items()) + hd95)
+    from assft_core.session.annotation import round_efforts
+
+    for idx, effort in round_efforts(project).items():
+        print(f"round {idx}: annotation effort: {effort.cases} case(s), {effort.changed_voxels} voxel(s), "
+              f"{effort.changed_slices} slice(s) changed, mean Dice {effort.mean_dice:.3f} (pre-annotation vs final)")
     info = history[-1]
     print(f"round {info.idx}: {info.state.value}  → next: {rounds.NEXT_STEP[info.state]}")
     labelled = labels.current_labels(project)

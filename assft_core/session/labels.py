@@ -16,7 +16,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,13 @@ class LabelVersion:
     created_at: float
 
 
-def label_case(project: Project, case_id: str, file: str | os.PathLike[str]) -> LabelVersion:
+def label_case(
+    project: Project,
+    case_id: str,
+    file: str | os.PathLike[str],
+    *,
+    on_stored: Callable[[sqlite3.Connection, LabelVersion], None] | None = None,
+) -> LabelVersion:
     """Validate an expert label file against the case's image and store it as a new version.
 
     Allowed for an approved pick of the current round, or for a case already labelled (a
@@ -64,6 +70,9 @@ def label_case(project: Project, case_id: str, file: str | os.PathLike[str]) -> 
     Args:
         case_id: the case.
         file: the label map (NIfTI), same grid as the image; read only, never modified.
+        on_stored: called with the open transaction and the stored version, before the commit
+            (e.g. to record the annotation effort in the same transaction; whatever it raises
+            rolls the label back too).
 
     Returns:
         The stored (or unchanged current) version.
@@ -94,6 +103,8 @@ def label_case(project: Project, case_id: str, file: str | os.PathLike[str]) -> 
         # Checked again under the write lock: the round may have moved since.
         _require_labelable(project, case_id, conn)
         version = insert_label(conn, project, case_id, src, source="expert", validation=report.problems)
+        if on_stored is not None:
+            on_stored(conn, version)
         settle_labelled(conn)
     return version
 

@@ -23,6 +23,7 @@ from assft_core.session import store
 from assft_core.session.paths import atomic_copy, safe_join, sanitize_filename, sanitize_id
 
 ARTIFACTS = "artifacts"
+DICOM_DIR = "dicom"  # under artifacts/: DICOM series imported as NIfTI (`<case>.nii.gz` + `.json` sidecar)
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,10 @@ def create_project(
         raise DataError(f"dataset folder {dataset_path} does not exist or is not a folder.")
     cfg = config or ProjectConfig()
 
-    manifest, reports = _scan(dataset_path, classes=None, cfg=cfg.preprocess)  # fails before anything is created
-
     existed = root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # a failure leaves nothing behind (DICOM series are converted into the new folder)
+        manifest, reports = _scan(dataset_path, classes=None, cfg=cfg.preprocess, dicom_out=root / ARTIFACTS / DICOM_DIR)
         _initialise(root, cfg, oracle, model_path, manifest, reports)
     except BaseException:
         _remove_created(root, keep_folder=existed)
@@ -227,6 +227,8 @@ class CaseInfo:
         reference_label: the dataset's label file for evaluation; always None for pool cases,
             whose labels come only from the labels table (`labels.current_labels`), so the
             oracle's labels stay hidden from training until a case is labelled.
+        series_uid: the SeriesInstanceUID of an image imported from a DICOM series (its
+            `image_paths` then name the NIfTI stored in `artifacts/dicom/`), else None.
     """
 
     case_id: str
@@ -236,6 +238,7 @@ class CaseInfo:
     usable: bool
     problems: list[Problem]
     reference_label: Path | None
+    series_uid: str | None = None
 
 
 def list_cases(project: Project, split: Split | None = None, *, usable_only: bool = True) -> list[CaseInfo]:
@@ -255,6 +258,7 @@ def list_cases(project: Project, split: Split | None = None, *, usable_only: boo
             reference_label=Path(r["reference_label"])
             if r["reference_label"] and r["split"] != Split.POOL.value
             else None,
+            series_uid=r["dicom_series_uid"],
         )
         for r in rows
     ]
@@ -283,7 +287,8 @@ def import_dataset_into(project: Project, dataset_dir: str | os.PathLike[str]) -
             differ from the project's (a project has one label set).
     """
     manifest, reports = _scan(
-        Path(dataset_dir).absolute(), classes=project.classes or None, cfg=project.config.preprocess
+        Path(dataset_dir).absolute(), classes=project.classes or None, cfg=project.config.preprocess,
+        dicom_out=project.artifact_path(DICOM_DIR),
     )
     with store.transaction(project.db) as conn:
         summary = _write_cases(conn, project, manifest, reports)
@@ -291,13 +296,14 @@ def import_dataset_into(project: Project, dataset_dir: str | os.PathLike[str]) -
 
 
 def _scan(
-    dataset_dir: Path, classes: dict[int, str] | None, cfg: PreprocessConfig
+    dataset_dir: Path, classes: dict[int, str] | None, cfg: PreprocessConfig, dicom_out: Path | None = None
 ) -> tuple[DatasetManifest, dict[str, IntegrityReport]]:
-    """Parse a dataset folder and check every case (no store access: may be slow)."""
+    """Parse a dataset folder and check every case (no store access: may be slow); DICOM series
+    are written as NIfTI into `dicom_out`."""
     from assft_core.data.importers import import_dataset
     from assft_core.data.integrity import check_dataset
 
-    manifest = import_dataset(dataset_dir)
+    manifest = import_dataset(dataset_dir, dicom_out=dicom_out)
     if classes is not None and classes != manifest.classes:
         raise DataError(
             f"{manifest.root}: classes {manifest.classes} differ from the project's {classes}; "
@@ -350,19 +356,20 @@ def _write_cases(
             int(report.ok),
             int(case.label_path is not None),
             time.time(),
+            case.series_uid,
             case_id,
         )
         if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone():
             conn.execute(
                 "UPDATE cases SET image_paths=?, reference_label=?, site=?, split=?, integrity=?, "
-                "usable=?, has_reference_label=?, imported_at=? WHERE case_id=?",
+                "usable=?, has_reference_label=?, imported_at=?, dicom_series_uid=? WHERE case_id=?",
                 row,
             )
             updated.append(case_id)
         else:
             conn.execute(
                 "INSERT INTO cases (image_paths, reference_label, site, split, integrity, usable, "
-                "has_reference_label, imported_at, case_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "has_reference_label, imported_at, dicom_series_uid, case_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             added.append(case_id)

@@ -110,6 +110,31 @@ MIGRATIONS: tuple[str, ...] = (
         payload TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 2: the annotation round trip (`assft export-picks` / `import-labels`) and DICOM sources.
+    """
+    CREATE TABLE preannotations (
+        case_id TEXT NOT NULL REFERENCES cases(case_id),
+        round INTEGER NOT NULL REFERENCES rounds(idx),
+        file TEXT NOT NULL,                   -- path relative to the project folder
+        sha256 TEXT NOT NULL,
+        model TEXT NOT NULL,                  -- tag of the model that predicted it (f0, round1, ...)
+        created_at REAL NOT NULL,
+        PRIMARY KEY (case_id, round)
+    );
+    CREATE TABLE annotation_effort (
+        case_id TEXT NOT NULL REFERENCES cases(case_id),
+        label_version INTEGER NOT NULL,
+        round INTEGER NOT NULL,               -- the round current when the label was stored
+        preannotation_sha256 TEXT NOT NULL,
+        changed_voxels INTEGER NOT NULL,
+        changed_slices INTEGER NOT NULL,      -- slices along the third array axis with a change
+        total_slices INTEGER NOT NULL,
+        dice REAL NOT NULL,                   -- pre-annotation vs final, mean over foreground classes
+        created_at REAL NOT NULL,
+        PRIMARY KEY (case_id, label_version)
+    );
+    ALTER TABLE cases ADD COLUMN dicom_series_uid TEXT;  -- SeriesInstanceUID of a DICOM-imported image
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

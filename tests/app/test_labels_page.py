@@ -92,3 +92,40 @@ def test_expert_project_has_no_oracle_button(run_page, expert_project) -> None:
     _approve_one(expert_project)
     at = run_page("labels", expert_project.folder)
     assert not [b for b in at.button if "oracle" in b.label]
+
+
+def test_picks_zip_and_bulk_upload_store_the_good_files_and_report_the_effort(
+    run_page, expert_project, monkeypatch
+) -> None:
+    import io
+    import zipfile
+
+    from assft_core.session import annotation
+
+    case_id = _approve_one(expert_project)
+    pre = np.zeros((8, 8, 8), np.uint8)
+    pre[2:6, 2:6, 2:6] = 1
+    monkeypatch.setattr(annotation, "model_predictor", lambda device="auto": lambda p, f: (pre, "f0"))
+    at = run_page("labels", expert_project.folder)
+    at.button(key="export-picks").click().run()
+    assert not at.exception and not at.error
+    [download] = at.get("download_button")
+    assert download.proto.label == "Download the picks (zip)"
+    names = zipfile.ZipFile(io.BytesIO(annotation.export_picks_zip(expert_project))).namelist()
+    assert f"preannotations/{case_id}.nii.gz" in names
+
+    final = pre.copy()
+    final[2, 2, 2] = 0
+    final[7, 7, 0] = 1
+    at.file_uploader(key="bulk-labels").set_value([
+        (f"{case_id}.nii.gz", _nifti_bytes(final), "application/gzip"),
+        ("other.nii.gz", _nifti_bytes(final), "application/gzip"),
+    ])
+    at.run()
+    at.button(key="import-labels").click().run()
+    assert not at.exception
+    assert any("other.nii.gz was not stored" in e.value for e in at.error)
+    assert any(f"{case_id} v1: 2 voxel(s), 2/8 slice(s) changed" in s.value for s in at.success)
+    assert labels.current_labels(expert_project)[case_id].source == "expert"
+    assert _files_under(expert_project.artifact_path("tmp")) == []
+    assert rounds.current_round(expert_project).state is RoundState.LABELLED

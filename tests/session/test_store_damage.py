@@ -62,15 +62,16 @@ def test_an_sqlite_file_without_the_schema_is_not_migrated_into_a_project(tmp_pa
 
 
 def test_a_migration_is_preceded_by_a_backup(oracle_project, monkeypatch) -> None:
+    old = store.SCHEMA_VERSION
     monkeypatch.setattr(store, "MIGRATIONS", (*store.MIGRATIONS, "CREATE TABLE extra (x INTEGER);"))
     monkeypatch.setattr(store, "SCHEMA_VERSION", len(store.MIGRATIONS))
     open_project(oracle_project.folder)
     (backup,) = store.list_backups(oracle_project.db)
-    assert "before-migration-2" in backup.name
+    assert f"before-migration-{old + 1}" in backup.name
     with sqlite3.connect(backup) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == old
         assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    assert store.schema_version(oracle_project.db) == 2
+    assert store.schema_version(oracle_project.db) == old + 1
 
 
 def test_each_new_round_is_preceded_by_a_backup(oracle_project) -> None:
