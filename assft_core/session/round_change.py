@@ -114,7 +114,14 @@ def compare_evaluations(
 ) -> RoundChange:
     """The change between two stored evaluations (`session.evaluation.evaluate_model` dicts)."""
     names = (f"f_{round_idx}", f"f_{round_idx + 1}")
-    if before is None or before.get("evaluated_on") != ON_TEST or after.get("evaluated_on") != ON_TEST:
+    if before is None:
+        fix = "evaluate f_0 (`assft evaluate --baseline`, or the Project page)" if round_idx == 0 else "evaluate it"
+        return RoundChange(
+            round_idx, *names, None, None, comparable=False,
+            note=f"Round {round_idx}: {names[0]} has no stored test evaluation, so the change per site cannot be "
+            f"shown yet: {fix}.",
+        )
+    if before.get("evaluated_on") != ON_TEST or after.get("evaluated_on") != ON_TEST:
         return RoundChange(
             round_idx, *names, None, None, comparable=False,
             note=f"Round {round_idx}: no before/after on a labelled test split, so the change per site cannot be "

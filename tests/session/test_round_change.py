@@ -35,4 +35,5 @@ def test_no_worse_site_is_said_too() -> None:
 def test_a_biased_evaluation_is_not_compared() -> None:
     change = compare_evaluations(0, _ev(0.5, {"A": 0.5}), _ev(0.6, {"A": 0.6}, on="new_labels_biased"))
     assert not change.comparable and "cannot be shown" in change.sentences()[0]
-    assert not compare_evaluations(0, None, _ev(0.6, {"A": 0.6})).comparable
+    missing = compare_evaluations(0, None, _ev(0.6, {"A": 0.6}))
+    assert not missing.comparable and "assft evaluate --baseline" in missing.sentences()[0]
