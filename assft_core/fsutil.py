@@ -6,11 +6,12 @@ Every artifact of ASSFT Studio (checkpoints, score tables, labels, reports) is w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,27 @@ def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
             np.savez_compressed(fh, **arrays)
 
     return atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def building_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out` to build a whole folder in; renamed to `out` when the block
+    ends, removed (and `out` left as it was) when the block raises.
+
+    Args:
+        out: the folder to create; absent or empty (the caller checks: never a user's folder).
+
+    Yields:
+        The temporary folder.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty (checked by the caller): replaced by the finished folder
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

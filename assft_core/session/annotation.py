@@ -45,7 +45,7 @@ import nibabel as nib
 import numpy as np
 
 from assft_core.errors import DataError, StateError
-from assft_core.fsutil import atomic_write, atomic_write_json, atomic_write_text
+from assft_core.fsutil import atomic_write, building_folder
 from assft_core.session import labels, rounds, store
 from assft_core.session.paths import nifti_suffix, sha256_file
 from assft_core.session.project import Project, list_cases
@@ -256,11 +256,9 @@ def export_picks(project: Project, out: str | os.PathLike[str], *, predictor: Pr
                          f"(`assft approve -p {project.folder} --all`).")
     cases = {c.case_id: c for c in list_cases(project, usable_only=False)}
     predictor = predictor or model_predictor(device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     exported: list[ExportedCase] = []
     stored: list[tuple[str, Path, str, str]] = []  # case, artifact file, sha256, model tag
-    try:
+    with building_folder(out) as tmp:
         for sub in (IMAGES_DIR, PREANNOTATIONS_DIR, LABELS_DIR):
             (tmp / sub).mkdir()
         for q in picks:
@@ -313,12 +311,6 @@ def export_picks(project: Project, out: str | os.PathLike[str], *, predictor: Pr
                 )
             store.add_event(conn, "export_picks", f"round {info.idx}: {len(exported)} pick(s) exported to {out}",
                             cases=[e.case_id for e in exported], out=str(out))
-        if out.exists():
-            out.rmdir()  # empty (checked above): replaced by the finished folder
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return exported
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from assft_core.config import SSFTMode
 from assft_core.errors import DataError, StateError
+from assft_core.fsutil import building_folder
 from assft_core.session import labels, rounds
 from assft_core.session.commands import project_from_args, with_project_option
 from assft_core.session.evaluation import hd95_text
@@ -217,9 +216,7 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None,
     if not project.resolve(chosen.checkpoint).is_dir():
         raise StateError(f"round {chosen.idx}'s model {chosen.checkpoint} is missing from {project.folder}; restore it "
                          f"from a backup (`assft doctor -p {project.folder}` lists every missing artefact).")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with building_folder(out) as tmp:
         shutil.copytree(project.resolve(chosen.checkpoint), tmp / "model")
         if fmt != "assft":
             from assft_core.models.formats import export_model
@@ -241,12 +238,6 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None,
             ],
         )
         _write_json(metrics / "project_config.json", {"exported_round": chosen.idx, "config": to_dict(project.config)})
-        if out.exists():
-            out.rmdir()  # empty (checked above): replaced by the finished folder
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
