@@ -105,6 +105,14 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("frozen_bn+retention-q50-strong+lr-1e-4+wise-0.7", retention_weight=1.0, retention_batch_size=2,
        finetune={"recipe": "frozen_bn+retention+wise", "retention_class_quantile": 0.5, "lr": 1e-4, "wise_alpha": 0.7}),
     _v("frozen_bn+lr-1e-4+wise-0.7", finetune={"recipe": "frozen_bn+wise", "lr": 1e-4, "wise_alpha": 0.7}),
+    # Third look, at the default recipe's remaining drop on A and C: more weight on f_0's targets
+    # (λ_r 3; 4 patches a step) and targets on every unlabelled case, not only the surest half.
+    _v("frozen_bn+retention-q50-w3", retention_weight=3.0, retention_batch_size=2,
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    _v("frozen_bn+retention-q50-b4", retention_weight=1.0, retention_batch_size=4,
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    _v("frozen_bn+retention-q50-strong+all-cases", retention_weight=1.0, retention_batch_size=2,
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5, "retention_fraction": 1.0}),
     # SSFT (selective, 100 + 50 steps): pseudo-label voxel accuracy per site against the oracle.
     _v("ssft-selective", ssft_steps=50),
     _v("bn-frozen+ssft-selective", bn_mode="frozen", ssft_steps=50),
