@@ -1,4 +1,4 @@
-"""`assft score | train | evaluate | export`: the round's long steps as jobs, and the adapted model out.
+"""`assft score | train | evaluate | export | track`: the round's long steps as jobs, the adapted model out, MLflow.
 
 Same project convention as `assft status`: `-p/--project DIR`, default `$ASSFT_PROJECT`, else the
 current folder. `--wait` (default) runs the job in this process, printing progress, through the
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="training processes on this machine, one GPU each (DDP under torchrun; docs/distributed.md)")
     _job_options(p)
+    _mlflow_option(p)
     p.set_defaults(func=_train)
 
     p = with_project_option(sub.add_parser(
@@ -59,7 +60,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "without labelled test cases, the newly labelled cases under the model that chose them (marked biased)."))
     p.add_argument("--baseline", action="store_true", help="evaluate f_0 as it is (round 0 of the protocol)")
     _job_options(p)
+    _mlflow_option(p)
     p.set_defaults(func=_evaluate)
+
+    p = with_project_option(sub.add_parser(
+        "track", help="log every round (settings, per-site metrics, picks, model card) to a local MLflow store",
+        description="Write f_0's evaluation and each trained round to the MLflow store in DIR (SQLite, artefacts "
+        "beside it; nothing is sent anywhere). Rounds already logged are skipped, rounds evaluated since are "
+        "updated. Browse with `mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db` (needs the full mlflow)."))
+    p.add_argument("--mlflow", type=Path, required=True, metavar="DIR", help="local tracking folder")
+    p.set_defaults(func=_track)
 
     p = with_project_option(sub.add_parser(
         "export", help="write the adapted model (checkpoint + model card) and the metrics to a new folder",
@@ -81,6 +91,36 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--wait", dest="detach", action="store_false", help="run here and wait (default)")
     mode.add_argument("--detach", dest="detach", action="store_true", help="run as a background process")
     p.set_defaults(detach=False)
+
+
+def _mlflow_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mlflow", type=Path, metavar="DIR",
+                   help="when the job is done, log the project's rounds to the local MLflow store in DIR (`assft track`)")
+
+
+def _track_after(project: Project, args: argparse.Namespace) -> None:
+    """`assft track` after a waited-for job, when `--mlflow` was given."""
+    if args.mlflow is None:
+        return
+    from assft_core.session.tracking import track_project
+
+    runs = track_project(project, args.mlflow)
+    changed = [r for r in runs if r.action != "unchanged"]
+    print(f"MLflow ({args.mlflow}): {len(changed)} run(s) logged or updated, {len(runs) - len(changed)} unchanged")
+
+
+def _track(args: argparse.Namespace) -> int:
+    from assft_core.session.tracking import track_project
+
+    project = project_from_args(args)
+    runs = track_project(project, args.mlflow)
+    if not runs:
+        print(f"nothing to log yet: no trained round and no f_0 evaluation in {project.folder}")
+    for r in runs:
+        name = "f_0 (baseline)" if r.round == "baseline" else f"round {r.round}"
+        print(f"{name}: {r.action} (run {r.run_id})")
+    print(f"store: {Path(args.mlflow).absolute() / 'mlflow.db'}")
+    return 0
 
 
 def _run(project: Project, kind: str, params: dict[str, Any], detach: bool) -> JobInfo:
@@ -128,6 +168,7 @@ def _train(args: argparse.Namespace) -> int:
     from assft_core.session.training_round import TrainRequest
 
     project = project_from_args(args)
+    _refuse_detached_tracking(args)
     info = _require(project, {RoundState.LABELLED, RoundState.TRAINED}, "train")
     request = TrainRequest.from_params(
         project,
@@ -148,12 +189,14 @@ def _train(args: argparse.Namespace) -> int:
         if change is not None:
             print(f"what round {info.idx} changed (test Dice):")
             print(format_change(change))
+        _track_after(project, args)
         print(f"next: {rounds.NEXT_STEP[rounds.current_round(project).state]}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     project = project_from_args(args)
+    _refuse_detached_tracking(args)
     device = args.device or project.config.inference.device
     if args.baseline:
         params: dict[str, Any] = {"baseline": True, "device": device}
@@ -167,7 +210,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             (r.metrics.get("overall") for r in rounds.list_rounds(project) if r.idx == params.get("round")), None
         ) or metrics
         print(f"mean Dice {'n/a' if dice is None else f'{dice:.3f}'}, {hd95_text(stored)} ({metrics.get('evaluated_on')})")
+        _track_after(project, args)
     return 0
+
+
+def _refuse_detached_tracking(args: argparse.Namespace) -> None:
+    if args.mlflow is not None and args.detach:
+        raise DataError("--mlflow logs when the job is done, so it needs --wait; with --detach, run "
+                        "`assft track --mlflow DIR` once the job has finished.")
 
 
 def _export(args: argparse.Namespace) -> int:
