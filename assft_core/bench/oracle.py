@@ -274,12 +274,30 @@ def round_record(project: Project, spec: RunSpec, t: int, total_rounds: int) -> 
         fields = _metric_fields(metrics, project)
     times["evaluate"] = float(metrics.get("eval_wall_s") or 0.0)
     picks: list[str] = []
+    effort = None
     if t < total_rounds:
         picks = [q.case_id for q in rounds.list_queries(project, t) if q.status is QueryStatus.APPROVED]
         times.update(_query_times(project, t))
+        effort = _annotation_effort(project, t, picks)
     return RoundRecord(
-        pool=spec.pool, strategy=spec.strategy, seed=spec.seed, round=t, picks=picks, wall_time_s=times, **fields
+        pool=spec.pool, strategy=spec.strategy, seed=spec.seed, round=t, picks=picks, wall_time_s=times,
+        annotation_effort=effort, **fields,
     )
+
+
+def _annotation_effort(project: Project, t: int, picks: list[str]) -> dict[str, float] | None:
+    """Round t's effort: its picks' f_t pre-annotations against the oracle's labels (None when the
+    run did not measure it: runs made before effort was recorded)."""
+    from assft_core.session.annotation import case_efforts
+
+    found = [e for e in case_efforts(project, t) if e.case_id in picks]
+    if not picks or len(found) != len(picks):
+        return None
+    return {
+        "changed_voxels": sum(e.changed_voxels for e in found),
+        "changed_slices": sum(e.changed_slices for e in found),
+        "preannotation_dice": float(sum(e.dice for e in found) / len(found)),
+    }
 
 
 def _run_project(

@@ -124,7 +124,9 @@ def records_frame(result: BenchmarkResult) -> pd.DataFrame:
     and the picks joined by ';'."""
     rows = []
     for rec in result.records:
-        row = {k: v for k, v in asdict(rec).items() if k not in ("per_class_dice", "per_site_dice", "picks", "wall_time_s")}
+        row = {k: v for k, v in asdict(rec).items()
+               if k not in ("per_class_dice", "per_site_dice", "picks", "wall_time_s", "annotation_effort")}
+        row.update({f"effort_{k}": v for k, v in (rec.annotation_effort or {}).items()})
         row.update({f"dice_site_{k}": v for k, v in rec.per_site_dice.items()})
         row.update({f"dice_class_{k}": v for k, v in rec.per_class_dice.items()})
         row.update({f"time_{k}_s": v for k, v in rec.wall_time_s.items()})

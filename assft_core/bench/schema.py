@@ -19,7 +19,10 @@ ceiling and the `f_0` floor. Layout (every key required unless marked optional):
          "hd95_mm": float >= 0 | null,              # mean over test cases found; null if none
          "hd95_missed_count": int,                  # (test case, class) pairs missed entirely
          "picks": [case id, ...],                   # cases picked in this round
-         "wall_time_s": {phase: float >= 0}}        # e.g. score, query, train, ssft, evaluate
+         "wall_time_s": {phase: float >= 0},        # e.g. score, query, train, ssft, evaluate
+         "annotation_effort": {                     # optional: labelling this round's picks from f_t's
+           "changed_voxels": int, "changed_slices": int,  # pre-annotation to the oracle's label
+           "preannotation_dice": float in [0, 1]}}
       ],
       "references": [                               # ceiling / floor, one per (pool, kind, seed)
         {"kind": "ceiling" | "floor", "pool": ..., "seed": int, "labelled_count": int,
@@ -80,6 +83,7 @@ class RoundRecord:
     hd95_missed_count: int
     picks: list[str]
     wall_time_s: dict[str, float]
+    annotation_effort: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ _TOP_KEYS = {"version", "created_utc", "machine", "command", "config", "records"
 _OPTIONAL_TOP_KEYS = {"note"}
 _METRIC_KEYS = {"labelled_count", "mean_dice", "per_class_dice", "per_site_dice", "hd95_mm", "hd95_missed_count", "wall_time_s"}
 _RECORD_KEYS = _METRIC_KEYS | {"pool", "strategy", "seed", "round", "picks"}
+_OPTIONAL_RECORD_KEYS = {"annotation_effort"}
+_EFFORT_KEYS = {"changed_voxels", "changed_slices", "preannotation_dice"}
 _REFERENCE_KEYS = _METRIC_KEYS | {"kind", "pool", "seed"}
 _MACHINE_KEYS = {"platform", "python", "torch", "device", "cpu_count"}
 
@@ -174,6 +180,17 @@ def _check_metrics(rec: Mapping[str, Any], where: str, errors: list[str]) -> Non
                 errors.append(f"{where}.wall_time_s.{phase}: expected seconds >= 0, got {seconds!r}")
 
 
+def _check_effort(obj: Any, where: str, errors: list[str]) -> None:
+    if not _check_keys(obj, _EFFORT_KEYS, set(), where, errors):
+        return
+    for key in ("changed_voxels", "changed_slices"):
+        if key in obj and not (_is_int(obj[key]) and obj[key] >= 0):
+            errors.append(f"{where}.{key}: expected an integer >= 0, got {obj[key]!r}")
+    dice = obj.get("preannotation_dice")
+    if "preannotation_dice" in obj and not (_is_num(dice) and 0.0 <= dice <= 1.0):
+        errors.append(f"{where}.preannotation_dice: expected a Dice in [0, 1], got {dice!r}")
+
+
 def validate_result(obj: Any) -> list[str]:
     """Every way `obj` (parsed JSON) departs from the result schema; empty when valid.
 
@@ -209,9 +226,11 @@ def validate_result(obj: Any) -> list[str]:
         records = []
     for i, rec in enumerate(records):
         where = f"records[{i}]"
-        if not _check_keys(rec, _RECORD_KEYS, set(), where, errors):
+        if not _check_keys(rec, _RECORD_KEYS, _OPTIONAL_RECORD_KEYS, where, errors):
             continue
         _check_metrics(rec, where, errors)
+        if rec.get("annotation_effort") is not None:
+            _check_effort(rec["annotation_effort"], f"{where}.annotation_effort", errors)
         if "strategy" in rec and not (isinstance(rec["strategy"], str) and rec["strategy"]):
             errors.append(f"{where}.strategy: expected a non-empty string")
         picks = rec.get("picks", [])
@@ -258,6 +277,9 @@ def result_to_dict(result: BenchmarkResult) -> dict[str, Any]:
     data = asdict(result)
     if not data["note"]:
         del data["note"]
+    for rec in data["records"]:
+        if rec["annotation_effort"] is None:  # optional: runs before effort was measured have none
+            del rec["annotation_effort"]
     return data
 
 

@@ -28,6 +28,7 @@ Layout of an export folder:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -464,6 +465,53 @@ def _import_one(project: Project, case_id: str, path: Path, pre_row: sqlite3.Row
 
     labels.label_case(project, case_id, path, on_stored=record)
     return result["effort"]
+
+
+def record_oracle_effort(
+    project: Project, versions: Sequence[labels.LabelVersion], *, predictor: Predictor | None = None,
+    device: str = "auto",
+) -> list[AnnotationEffort]:
+    """The effort an expert would have spent on oracle-labelled picks (demo and benchmark mode).
+
+    Each case's pre-annotation is what `export_picks` would hand out (the current model's
+    prediction on the image's own grid); the final label is the oracle's reference label. The
+    numbers go into the same table as an expert's (`round_efforts`, `assft status`), so strategies
+    can be compared by annotation effort as well as by the count of scans (issue #19).
+
+    Args:
+        project: an oracle project.
+        versions: the label versions `labels.label_with_oracle` just stored.
+        predictor: as in `export_picks` (default the current model f_t).
+        device: device of the default predictor.
+
+    Returns:
+        One `AnnotationEffort` per version, in order.
+
+    Raises:
+        DataError: a prediction and its label disagree in shape (a grid mismatch).
+    """
+    from assft_core.data.io import load_label
+
+    if not versions:
+        return []
+    predictor = predictor or model_predictor(device)
+    cases = {c.case_id: c for c in list_cases(project, usable_only=False)}
+    rows: list[tuple[AnnotationEffort, str]] = []
+    for v in versions:
+        pred, _tag = predictor(project, list(cases[v.case_id].image_paths))
+        final = load_label(v.file).array[0]
+        voxels, slices, dice = effort(pred, final)
+        digest = hashlib.sha256(np.ascontiguousarray(pred, dtype=np.uint8).tobytes()).hexdigest()  # kept in memory only
+        rows.append((AnnotationEffort(v.case_id, v.version, v.round, voxels, slices, int(final.shape[-1]), dice), digest))
+    with store.transaction(project.db) as conn:
+        for e, digest in rows:
+            conn.execute(
+                "INSERT OR REPLACE INTO annotation_effort (case_id, label_version, round, preannotation_sha256, "
+                "changed_voxels, changed_slices, total_slices, dice, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (e.case_id, e.label_version, e.round, digest, e.changed_voxels, e.changed_slices, e.total_slices,
+                 e.dice, time.time()),
+            )
+    return [e for e, _ in rows]
 
 
 def _preannotations(project: Project) -> dict[str, sqlite3.Row]:

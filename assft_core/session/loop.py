@@ -17,7 +17,7 @@ from typing import Any
 
 from assft_core.config import SSFTMode
 from assft_core.errors import StateError
-from assft_core.session import jobs, labels, rounds
+from assft_core.session import annotation, jobs, labels, rounds
 from assft_core.session.evaluation import baseline_metrics
 from assft_core.session.jobs import JobInfo, JobStatus
 from assft_core.session.project import Project
@@ -138,6 +138,7 @@ def run_rounds(
     device: str = "auto",
     on_row: Callable[[RoundRow], None] | None = None,
     log: Log | None = None,
+    measure_effort: bool = True,
 ) -> list[RoundRow]:
     """Run the loop on an oracle project until it has `rounds_total` evaluated rounds.
 
@@ -154,6 +155,9 @@ def run_rounds(
         device: "auto", "cpu" or "cuda[:i]".
         on_row: called with each row as soon as it is known (rows of earlier runs first).
         log: progress lines for people (None: silent).
+        measure_effort: also record the annotation effort of each round's picks: f_t's
+            pre-annotation against the oracle's label (`annotation.record_oracle_effort`; one
+            inference per pick).
 
     Returns:
         Row 0 (f_0) and one row per evaluated round, in order.
@@ -212,6 +216,11 @@ def run_rounds(
         elif info.state is RoundState.APPROVED:
             labelled = labels.label_with_oracle(project)
             say(f"round {info.idx}: oracle labelled " + ", ".join(v.case_id for v in labelled))
+            if measure_effort:
+                efforts = annotation.record_oracle_effort(project, labelled, device=device)
+                say(f"round {info.idx}: annotation effort from f_{info.idx}'s pre-annotations: "
+                    f"{sum(e.changed_voxels for e in efforts)} voxel(s), {sum(e.changed_slices for e in efforts)} "
+                    "slice(s) to change")
         elif info.state is RoundState.LABELLED or _trained_by_job(project, info):
             say(f"round {info.idx}: fine-tuning ({request.ssft_mode.value}, {request.supervised_steps}"
                 f"+{request.ssft_steps} steps)")

@@ -110,3 +110,20 @@ def test_write_roundtrip_never_overwrites(tmp_path: Path) -> None:
     assert result_to_dict(load_results(out)) == json.loads(FIXTURE.read_text())
     with pytest.raises(DataError, match="never overwritten"):
         write_result(result, out)
+
+
+def test_annotation_effort_is_optional_checked_and_kept(raw: dict, tmp_path: Path) -> None:
+    with_effort = copy.deepcopy(raw)
+    with_effort["records"][0]["annotation_effort"] = {"changed_voxels": 120, "changed_slices": 7, "preannotation_dice": 0.8}
+    assert validate_result(with_effort) == []
+    path = tmp_path / "effort.json"
+    path.write_text(json.dumps(with_effort))
+    result = load_results(path)
+    assert result.records[0].annotation_effort == with_effort["records"][0]["annotation_effort"]
+    assert result.records[1].annotation_effort is None
+    assert result_to_dict(result) == with_effort  # runs without effort keep no key for it
+
+    with_effort["records"][0]["annotation_effort"] = {"changed_voxels": -1, "changed_slices": 7, "preannotation_dice": 1.5}
+    errors = validate_result(with_effort)
+    assert any("records[0].annotation_effort.changed_voxels" in e for e in errors)
+    assert any("records[0].annotation_effort.preannotation_dice" in e for e in errors)

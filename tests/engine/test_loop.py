@@ -8,7 +8,7 @@ from pathlib import Path
 
 from assft_core.session import jobs, labels, rounds, store, workspace
 from assft_core.session.evaluation import ON_NEW_LABELS, baseline_metrics, evaluate_model
-from assft_core.session.project import open_project
+from assft_core.session.project import list_cases, open_project
 from assft_core.session.query import propose_round
 from assft_core.session.rounds import RoundState
 
@@ -41,6 +41,20 @@ def test_demo_run_one_round_and_rerun(
     assert rows[1][1:3] == ["2", f"{info.metrics['mean_dice']:.3f}"]
     assert rows[1][3:7] == [f"{info.metrics['per_site'][s]['mean_dice']:.3f}" for s in "ABCD"]
     assert len(labels.current_labels(project)) == 2
+
+    # The oracle's labels carry the effort an expert would have spent correcting f_0's
+    # pre-annotation; recomputed here from f_0's prediction and the reference label.
+    from assft_core.data.io import load_label
+    from assft_core.session import annotation
+
+    predictor, cases = annotation.model_predictor("cpu"), {c.case_id: c for c in list_cases(project)}
+    efforts = annotation.case_efforts(project, 0)
+    assert sorted(e.case_id for e in efforts) == sorted(labels.current_labels(project))
+    for e in efforts:  # round 0 is still current, so the predictor's model is f_0
+        pred, tag = predictor(project, list(cases[e.case_id].image_paths))
+        ref = load_label(labels.current_labels(project)[e.case_id].file).array[0]  # the oracle's stored copy
+        assert tag == "f0" and (e.changed_voxels, e.changed_slices) == annotation.effort(pred, ref)[:2]
+    assert annotation.round_efforts(project)[0].cases == 2
 
     n_jobs = len(jobs.list_jobs(project))
     again = run_cli(*argv)
