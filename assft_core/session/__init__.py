@@ -17,6 +17,7 @@
     progress.py  progress sinks and the per-step log the dashboard's loss curve reads
     demo_setup.py     `assft demo project` / `demo run`: the demo corpus + shipped model project
     round_commands.py `assft score | train | evaluate | export`
+    views.py     read model of the Embedding and Viewer pages: scores, case table, one case's overlays
 
 Every function opens its own short-lived connection, so any thread (Streamlit sessions) or
 process (detached jobs) can call it.
