@@ -6,6 +6,7 @@
     query.py     the round's proposals and swaps from a registered strategy over stored scores
     labels.py    expert uploads (validated, versioned, content-hashed) and the oracle (demo mode)
     jobs.py      job-kind registry, submit / launch_detached / run / cancel / reap dead / resume
+    job_kinds.py the round's job kinds "score", "train", "evaluate" (registered when jobs.py needs them)
     runner.py    `python -m assft_core.session.runner --project DIR JOB_ID` (a detached job's process)
     paths.py     sanitised names, paths kept inside the project, temp-then-rename writes
     commands.py  `assft init | import | status | query | approve | reject | swap | label | job ...`
@@ -16,6 +17,7 @@
     loop.py      `run_rounds`: the one headless loop (demo run, benchmarks) through the same jobs
     progress.py  progress sinks and the per-step log the dashboard's loss curve reads
     demo_setup.py     `assft demo project` / `demo run`: the demo corpus + shipped model project
+    demo_commands.py  the `assft demo` group: `build` (from data.demo), `project`, `run`
     round_commands.py `assft score | train | evaluate | export`
     views.py     read model of the Embedding and Viewer pages: scores, case table, one case's overlays
 
