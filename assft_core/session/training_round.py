@@ -28,7 +28,7 @@ from assft_core.errors import StateError
 from assft_core.models.card import ModelCard
 from assft_core.session import labels, rounds, store, workspace
 from assft_core.session.evaluation import evaluate_round
-from assft_core.session.paths import atomic_copy, atomic_write_bytes
+from assft_core.fsutil import atomic_copy, atomic_write_bytes
 from assft_core.session.progress import Echo, ProgressSink, StepLog
 from assft_core.session.project import CaseInfo, Project, list_cases
 from assft_core.session.rounds import RoundState

@@ -29,13 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from assft_core.config import BNMode, TrainConfig, Trainable, to_dict
 from assft_core.errors import AssftError, StateError
+from assft_core.fsutil import atomic_write_json
 from assft_core.models.inference import logits_of
 from assft_core.train import distributed as ddp
 from assft_core.train.anchoring import WeightAnchor, trainable_parameters
 from assft_core.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
-    atomic_write_json,
     load_checkpoint,
     rng_states,
     save_checkpoint,

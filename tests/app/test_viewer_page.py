@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from app.case_views import NO_SCORES, VIEWER_CASE_KEY
 from app.ui import NO_PROJECT
-from assft_core.query.table import atomic_savez
+from assft_core.fsutil import atomic_savez
 from assft_core.session import labels, rounds
 from assft_core.session.query import propose_round
 from assft_core.session.views import roi_from_argmax
