@@ -72,7 +72,7 @@ AIR_BELOW_HU = -500.0
 
 @dataclass
 class PreprocessConfig:
-    """Preprocessing to the network's grid (ARCHITECTURE.md, data/).
+    """Preprocessing to the network's grid (docs/architecture.md, "Layout": data/).
 
     Attributes:
         spacing_mm: target voxel spacing in mm (RAS axes order), e.g. (2.0, 2.0, 2.0).

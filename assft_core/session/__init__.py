@@ -8,7 +8,7 @@
     jobs.py      job-kind registry, submit / launch_detached / run / cancel / reap dead / resume
     job_kinds.py the round's job kinds "score", "train", "evaluate" (registered when jobs.py needs them)
     runner.py    `python -m assft_core.session.runner --project DIR JOB_ID` (a detached job's process)
-    paths.py     sanitised names, paths kept inside the project, temp-then-rename writes
+    paths.py     sanitised names and paths kept inside the project (writes: assft_core.fsutil)
     commands.py  `assft init | import | status | query | approve | reject | swap | label | job ...`
     workspace.py where a round's models, caches and settings live (f_0, f_t, preprocessing cache)
     scoring_round.py  the "score" job: f_0 (cached) and f_t over pool and test cases → query table

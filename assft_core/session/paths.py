@@ -4,7 +4,7 @@ Every file the session writes goes through `safe_join` (nothing outside the proj
 for a case id or upload name such as `../../etc/passwd` or `/abs/name`) and is written to a
 temporary name in the destination folder first, then renamed with `os.replace` (the writers of
 `assft_core.fsutil`), so a crash never leaves a half-written artifact under its final name
-(ARCHITECTURE.md, "Real parts").
+(docs/architecture.md, "The store").
 """
 
 from __future__ import annotations

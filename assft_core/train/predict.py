@@ -1,6 +1,6 @@
 """Apply a model to new scans: label maps as NIfTI with each input's affine and shape.
 
-The reason the active-learning loop exists (ARCHITECTURE.md). Nothing is ever overwritten: every
+The reason the active-learning loop exists (docs/architecture.md, "One round"). Nothing is ever overwritten: every
 output name is checked before any inference, labels are first written to a staging folder inside
 `out_dir`, and only when every case succeeded are they linked into place; a failure removes the
 staging folder and whatever this call had linked, so a batch is written whole or not at all.
