@@ -31,8 +31,8 @@ from typing import Any
 
 from assft_core.config import to_dict
 from assft_core.errors import StateError
-from assft_core.session import store
 from assft_core.fsutil import atomic_write_bytes
+from assft_core.session import store
 from assft_core.session.project import Project, open_project
 
 # Modules that register job kinds when imported; each must exist (a missing one is an error).

@@ -35,8 +35,8 @@ import numpy as np
 
 from assft_core.config import SSFTConfig, SSFTMode
 from assft_core.errors import StateError
-from assft_core.query.metrics import cosine_distance_to_set, percentile_rank
 from assft_core.fsutil import atomic_write_json
+from assft_core.query.metrics import cosine_distance_to_set, percentile_rank
 from assft_core.train.pseudo import PseudoLabelStats
 
 REPORT_FORMAT = "assft-reliability-report/1"
