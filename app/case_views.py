@@ -1,5 +1,5 @@
 """Glue shared by the Embedding and Viewer pages: opening a case in the viewer, cached case loads,
-and the case's scores in words. The data itself comes from `assft_core.viz.case_data`.
+and the case's scores in words. The data itself comes from `assft_core.session.views`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import streamlit as st
 
 from assft_core.query.table import TABLE_JSON
 from assft_core.session.project import open_project
-from assft_core.viz.case_data import CaseView, ScoredRound, load_case_view
+from assft_core.session.views import CaseView, ScoredRound, load_case_view
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWER_PAGE = ROOT / "pages" / "viewer.py"

@@ -18,7 +18,7 @@ from assft_core.errors import AssftError
 # Packages whose `commands` module adds sub-commands (order = order in `assft --help`).
 COMMAND_MODULES = (
     "assft_core.data.commands",
-    "assft_core.data.demo.commands",
+    "assft_core.session.demo_commands",
     "assft_core.models.commands",
     "assft_core.session.commands",
     "assft_core.session.round_commands",
@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"assft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # package without commands yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

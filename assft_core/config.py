@@ -64,9 +64,15 @@ class SSFTMode(str, enum.Enum):
     DISTANCE_ONLY = "distance_only"
 
 
+# Below this CT intensity a voxel is air (air is about -1000 HU, fat about -100 HU, water 0): the
+# default body threshold of the foreground crop, and how a folder dataset of unknown modality is
+# recognised as CT at import.
+AIR_BELOW_HU = -500.0
+
+
 @dataclass
 class PreprocessConfig:
-    """Preprocessing to the network's grid (ARCHITECTURE.md, data/).
+    """Preprocessing to the network's grid (docs/architecture.md, "Layout": data/).
 
     Attributes:
         spacing_mm: target voxel spacing in mm (RAS axes order), e.g. (2.0, 2.0, 2.0).
@@ -91,7 +97,7 @@ class PreprocessConfig:
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
     crop_foreground: bool = True
     divisor: int = 16
-    ct_body_threshold_hu: float = -500.0
+    ct_body_threshold_hu: float = AIR_BELOW_HU
     max_voxels: int = 2**29
     geometry_tolerance: float = 1e-3
     label_max_unique: int = 64

@@ -11,7 +11,7 @@ from app.case_views import NO_SCORES, SCORE_LABELS, open_in_viewer, selected_cas
 from app.ui import guard, require_project, round_banner
 from assft_core.query.table import NO_EMBEDDING
 from assft_core.session.project import Project
-from assft_core.viz.case_data import (
+from assft_core.session.views import (
     ScoredRound,
     case_table,
     coverage_rows,

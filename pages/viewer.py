@@ -11,7 +11,7 @@ from app.presenters import describe_pick
 from app.ui import guard, require_project, round_banner
 from assft_core.session import labels, rounds
 from assft_core.session.project import Project
-from assft_core.viz.case_data import LIVE_PICK, CaseView, ScoredRound, case_table, focus_slice, latest_scores
+from assft_core.session.views import LIVE_PICK, CaseView, ScoredRound, case_table, focus_slice, latest_scores
 from assft_core.viz.slices import Axis, Convention, n_slices, slice_figure
 
 CASE_KEY = "viewer-case"

@@ -24,8 +24,8 @@ from assft_core.bench.report import utc_stamp
 from assft_core.config import InferenceConfig, QueryConfig, TrainConfig
 from assft_core.data.records import PreprocessedCase, Split
 from assft_core.errors import DataError
+from assft_core.fsutil import atomic_write_json
 from assft_core.models.loaded import LoadedModel
-from assft_core.train.checkpoint import atomic_write_json
 
 COST_REPORT_VERSION = 1
 

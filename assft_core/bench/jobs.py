@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from assft_core.session.jobs import JobContext, register_job_kind
+from assft_core.session.jobs import JobContext, get_job, register_job_kind
 
 BENCH_KIND = "bench"
 RESULTS_DIR = "results"
@@ -60,8 +60,6 @@ def run_bench_job(ctx: JobContext) -> dict[str, Any]:
 
 def _fraction(ctx: JobContext) -> float:
     """The job's last recorded fraction (a log line must not move the bar back to 0)."""
-    from assft_core.session.jobs import get_job
-
     return get_job(ctx.project, ctx.job_id).progress
 
 

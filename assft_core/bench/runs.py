@@ -23,7 +23,7 @@ from assft_core.bench.config import StrategyBenchConfig
 from assft_core.bench.plan import ReferenceSpec, RunSpec
 from assft_core.bench.schema import ReferenceRecord, RoundRecord
 from assft_core.errors import DataError, StateError
-from assft_core.train.checkpoint import atomic_write_json
+from assft_core.fsutil import atomic_write_json
 
 CONFIG_FILE = "bench_config.json"
 RUN_FILE = "run.json"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from assft_core.bench.config import StrategyBenchConfig
 from assft_core.bench.plan import (
@@ -216,68 +216,23 @@ def run_strategy_benchmark(
     store = RunStore.open(out_dir, cfg, resume=resume)
     note = load_note()
     runs = plan_runs(cfg)
-    outcome = BenchmarkOutcome()
-    budget = [max_units if max_units is not None else -1]
-    n_units = len(runs) + len(plan_references(cfg))
-
     invocation = {
         "started_utc": utc_stamp(), "finished_utc": None, "command": list(command),
         "machine": asdict(machine_info(device)), "load": note, "workers": workers, "units": [],
     }
+    ledger = _Ledger(
+        store, BenchmarkOutcome(), invocation, n_units=len(runs) + len(plan_references(cfg)),
+        budget=max_units if max_units is not None else -1, should_stop=should_stop, on_progress=on_progress,
+    )
 
-    def finished(unit_id: str) -> None:
-        outcome.computed.append(unit_id)
-        # Logged as each unit finishes, so a killed invocation still names its machine.
-        invocation.update(units=list(outcome.computed), finished_utc=utc_stamp())
-        store.log_invocation(invocation, replace_last=len(outcome.computed) > 1)
-        if on_progress is not None:
-            done = len(outcome.computed) + len(outcome.skipped)
-            on_progress(done / n_units, f"{done}/{n_units} units: {unit_id} done")
-
-    def may_compute(unit_id: str) -> bool:
-        if budget[0] != 0 and should_stop is not None and should_stop():
-            budget[0] = 0
-        if budget[0] == 0:
-            outcome.remaining.append(unit_id)
-            return False
-        budget[0] -= 1
-        return True
+    def wanted(unit_id: str) -> bool:
+        return not only or any(fnmatch.fnmatchcase(unit_id, pattern) for pattern in only)
 
     # Pools first, in the main process: each pool's shared f_0 work, then its floor.
     pending_units: list[Unit] = []
     prepared: dict[str, Path] = {}
-    def wanted(unit_id: str) -> bool:
-        return not only or any(fnmatch.fnmatchcase(unit_id, pattern) for pattern in only)
-
     for pool in cfg.pools:
-        pool_runs = [r for r in runs if r.pool == pool]
-        refs = [r for r in plan_references(cfg) if r.pool == pool]
-        pending = [r for r in pool_runs if not store.is_done(r)] + [r for r in refs if store.reference(r) is None]
-        if any(wanted(r.run_id) for r in pending) and budget[0] != 0:
-            say(f"{pool} pool: f_0 scoring and evaluation (shared by every run)")
-            prepared[pool] = store.out_dir / "work" / pool / "f0"
-            executor.prepare(pool, prepared[pool])
-        for ref in (r for r in refs if r.kind == "floor"):
-            if store.reference(ref) is not None:
-                outcome.skipped.append(ref.run_id)
-            elif pool in prepared:  # the floor is a read of prepared work: no unit spent
-                store.write_reference(ref, executor.floor(pool))
-                finished(ref.run_id)
-            else:
-                outcome.remaining.append(ref.run_id)
-        # Then every seed's runs and its ceiling, in that order (whole seeds first when stopped).
-        for seed in cfg.seeds:
-            subset = pool_subset(executor.pool_ids(pool), cfg.subset_fraction, seed, pool)
-            seed_units: list[RunSpec | ReferenceSpec] = [r for r in pool_runs if r.seed == seed]
-            seed_units += [r for r in refs if r.kind == "ceiling" and r.seed == seed]
-            for spec in seed_units:
-                done = store.is_done(spec) if isinstance(spec, RunSpec) else store.reference(spec) is not None
-                if done:
-                    outcome.skipped.append(spec.run_id)
-                elif wanted(spec.run_id):
-                    pending_units.append(Unit(spec, subset))
-                else:
-                    outcome.remaining.append(spec.run_id)
+        pending_units += _pool_units(cfg, pool, runs, executor, ledger, wanted, prepared, say)
 
     def describe(unit: Unit) -> str:
         if isinstance(unit.spec, RunSpec):
@@ -286,18 +241,102 @@ def run_strategy_benchmark(
 
     if workers == 1:
         for unit in pending_units:
-            if not may_compute(unit.spec.run_id):
+            if not ledger.may_compute(unit.spec.run_id):
                 continue
             say(describe(unit))
             say(compute_unit(executor, store, unit))
-            finished(unit.spec.run_id)
+            ledger.finished(unit.spec.run_id)
     else:
         _compute_in_workers(
-            pending_units, store, executor_factory, prepared, workers, may_compute, finished, describe, say
+            pending_units, store, executor_factory, prepared, workers, ledger.may_compute, ledger.finished, describe,
+            say,
         )
+    outcome = ledger.outcome
     outcome.reports = write_results(cfg, store, runs, command=command, device=device, note=note, png=png,
                                     remaining=len(outcome.remaining))
     return outcome
+
+
+@dataclass
+class _Ledger:
+    """One invocation's account of its units: computed, skipped and remaining (`outcome`), the
+    units it may still compute (`budget`, -1 for no limit; 0 once `should_stop` said so), and its
+    entry in the store's invocation log."""
+
+    store: RunStore
+    outcome: BenchmarkOutcome
+    invocation: dict[str, Any]
+    n_units: int
+    budget: int
+    should_stop: Callable[[], bool] | None
+    on_progress: Callable[[float, str], None] | None
+
+    def finished(self, unit_id: str) -> None:
+        """Count a computed unit, log the invocation, report progress."""
+        self.outcome.computed.append(unit_id)
+        # Logged as each unit finishes, so a killed invocation still names its machine.
+        self.invocation.update(units=list(self.outcome.computed), finished_utc=utc_stamp())
+        self.store.log_invocation(self.invocation, replace_last=len(self.outcome.computed) > 1)
+        if self.on_progress is not None:
+            done = len(self.outcome.computed) + len(self.outcome.skipped)
+            self.on_progress(done / self.n_units, f"{done}/{self.n_units} units: {unit_id} done")
+
+    def may_compute(self, unit_id: str) -> bool:
+        """Whether the unit may start now (spends one unit of the budget); else it stays to do."""
+        if self.budget != 0 and self.should_stop is not None and self.should_stop():
+            self.budget = 0
+        if self.budget == 0:
+            self.outcome.remaining.append(unit_id)
+            return False
+        self.budget -= 1
+        return True
+
+
+def _pool_units(
+    cfg: StrategyBenchConfig,
+    pool: str,
+    runs: list[RunSpec],
+    executor: Executor,
+    ledger: _Ledger,
+    wanted: Callable[[str], bool],
+    prepared: dict[str, Path],
+    say: Log,
+) -> list[Unit]:
+    """One pool's part of the plan: prepare its shared `f_0` work (into `prepared[pool]`) when a
+    wanted unit of it is still to do, store its floor (a read of that work: no unit spent), and
+    return its runs and ceilings still to compute, seed by seed (each seed's runs, then its
+    ceiling: whole seeds first when stopped). Done units count as skipped, unwanted ones as
+    remaining."""
+    store, outcome = ledger.store, ledger.outcome
+    pool_runs = [r for r in runs if r.pool == pool]
+    refs = [r for r in plan_references(cfg) if r.pool == pool]
+    pending = [r for r in pool_runs if not store.is_done(r)] + [r for r in refs if store.reference(r) is None]
+    if any(wanted(r.run_id) for r in pending) and ledger.budget != 0:
+        say(f"{pool} pool: f_0 scoring and evaluation (shared by every run)")
+        prepared[pool] = store.out_dir / "work" / pool / "f0"
+        executor.prepare(pool, prepared[pool])
+    for ref in (r for r in refs if r.kind == "floor"):
+        if store.reference(ref) is not None:
+            outcome.skipped.append(ref.run_id)
+        elif pool in prepared:
+            store.write_reference(ref, executor.floor(pool))
+            ledger.finished(ref.run_id)
+        else:
+            outcome.remaining.append(ref.run_id)
+    units: list[Unit] = []
+    for seed in cfg.seeds:
+        subset = pool_subset(executor.pool_ids(pool), cfg.subset_fraction, seed, pool)
+        seed_units: list[RunSpec | ReferenceSpec] = [r for r in pool_runs if r.seed == seed]
+        seed_units += [r for r in refs if r.kind == "ceiling" and r.seed == seed]
+        for spec in seed_units:
+            done = store.is_done(spec) if isinstance(spec, RunSpec) else store.reference(spec) is not None
+            if done:
+                outcome.skipped.append(spec.run_id)
+            elif wanted(spec.run_id):
+                units.append(Unit(spec, subset))
+            else:
+                outcome.remaining.append(spec.run_id)
+    return units
 
 
 @dataclass(frozen=True)

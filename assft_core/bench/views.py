@@ -19,7 +19,7 @@ from pathlib import Path
 from assft_core.data.importers import CASES_CSV, import_dataset
 from assft_core.data.records import CaseRecord, DatasetManifest, Split
 from assft_core.errors import DataError
-from assft_core.train.checkpoint import atomic_write
+from assft_core.fsutil import atomic_write
 
 DATASET_JSON = "dataset.json"
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from assft_core.config import AIR_BELOW_HU
 from assft_core.data.dicom import DicomSeriesError, convert_series, series_folders
 from assft_core.data.io import NIFTI_SUFFIXES, load_image
 from assft_core.data.records import CaseRecord, DatasetManifest, Problem, Severity, Split
@@ -36,8 +37,6 @@ _CT_TOKENS = {"CT", "CECT", "NCCT", "HU"}
 # MRI sequence names, plus nnU-Net v2 normalisation names that mean "not CT" (z-score family).
 _MR_TOKENS = {"MR", "MRI", "T1", "T1W", "T2", "T2W", "T1GD", "T1C", "T1CE", "FLAIR", "PD", "ADC", "DWI", "DW", "HBV",
               "SWI", "BOLD", "ZSCORE", "NONORM", "RESCALE_TO_0_1", "RGB_TO_0_1"}
-# Below this minimum intensity (HU) an unlabelled-modality folder dataset is taken for CT: air.
-_CT_MIN_HU = -500.0
 
 
 def import_dataset(
@@ -178,7 +177,7 @@ def _import_folder(root: Path, classes: dict[int, str], modality: str | None, di
             modality = dicom_modality
         elif pairs:
             first = load_image([pairs[0][1]])
-            modality = "CT" if float(np.min(first.array)) < _CT_MIN_HU else "MRI"
+            modality = "CT" if float(np.min(first.array)) < AIR_BELOW_HU else "MRI"
         else:
             raise DataError(f"{root}: no DICOM series could be read (see each series' problem) and no NIfTI image "
                             "tells the modality. Fix the series, or give the modality.")

@@ -7,7 +7,6 @@ a volume above `PreprocessConfig.max_voxels` is refused before its voxels are re
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from assft_core.config import PreprocessConfig
 from assft_core.data.header_check import HeaderInfo, decompresses_beyond, label_byte_cap, label_dtype_problem, read_header
 from assft_core.data.io import NiftiFileError, open_nifti, read_voxels, spacing_from_affine, squeeze_trailing
-from assft_core.data.records import DatasetManifest, IntegrityReport, Problem, Severity
+from assft_core.data.records import DatasetManifest, IntegrityReport, Problem, Severity, case_id_from_filename
 
 
 @dataclass
@@ -53,7 +52,7 @@ def check_image(
     """
     cfg = cfg or PreprocessConfig()
     paths = [Path(p) for p in paths]
-    report = IntegrityReport(case_id=case_id or _case_id_of(paths[0] if paths else Path("?")))
+    report = IntegrityReport(case_id=case_id or case_id_from_filename((paths[0] if paths else Path("?")).name))
     _check_image_into(report, paths, expected_channels, cfg)
     return report
 
@@ -84,7 +83,7 @@ def check_pair(
     cfg = cfg or PreprocessConfig()
     image_paths = [Path(p) for p in image_paths]
     label_path = Path(label_path)
-    report = IntegrityReport(case_id=case_id or _case_id_of(image_paths[0] if image_paths else label_path))
+    report = IntegrityReport(case_id=case_id or case_id_from_filename((image_paths[0] if image_paths else label_path).name))
     image = _check_image_into(report, image_paths, expected_channels, cfg)
     # The label's header first: shape, affine and dtype against the image, and how far the file
     # decompresses, before any of its voxels is read (a small .nii.gz can claim gigabytes).
@@ -273,10 +272,6 @@ def _load(report: IntegrityReport, path: Path, cfg: PreprocessConfig) -> _Loaded
         _err(report, exc.file, exc.reason, exc.fix)
         return None
     return _Loaded(path=path, data=data, affine=np.asarray(img.affine, dtype=np.float64))
-
-
-def _case_id_of(path: Path) -> str:
-    return re.sub(r"(_\d{4})?\.nii(\.gz)?$", "", path.name)
 
 
 def _err(report: IntegrityReport, file: Path | str, message: str, fix: str) -> None:

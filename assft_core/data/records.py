@@ -7,10 +7,24 @@ travel beside them, never inside a bare array.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# nnU-Net's channel suffix ("_0000") and the NIfTI extension: what a file name adds to its case id.
+_CASE_FILE_SUFFIX = re.compile(r"(_\d{4})?\.nii(\.gz)?$")
+
+
+def case_id_from_filename(name: str) -> str:
+    """The case id a NIfTI file name stands for: `"liver_7_0000.nii.gz"` -> `"liver_7"`.
+
+    Drops a trailing nnU-Net channel suffix (`_` and four digits) and `.nii` / `.nii.gz`; any
+    other name is returned unchanged. (`preprocess.preprocess_image` strips the same suffix; its
+    source is fingerprinted by the shipped demo model, so it keeps its own expression.)
+    """
+    return _CASE_FILE_SUFFIX.sub("", name)
 
 
 class Split(str, enum.Enum):

@@ -1,6 +1,6 @@
 """The model card: everything besides the weights that a checkpoint needs to be used correctly.
 
-A model is always a checkpoint plus this card (ARCHITECTURE.md): backbone and its arguments,
+A model is always a checkpoint plus this card (docs/architecture.md): backbone and its arguments,
 input channels, classes, ROI, spacing in mm, intensity normalisation, the checkpoint and
 source-statistics file names, and a fingerprint of the data and code that made it (filled by
 `assft pretrain` and fine-tuning; a stale fingerprint fails a test that says how to rebuild).

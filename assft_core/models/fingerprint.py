@@ -1,4 +1,4 @@
-"""Fingerprints: what data and code made a checkpoint, so a stale one is caught (ARCHITECTURE.md).
+"""Fingerprints: what data and code made a checkpoint, so a stale one is caught (docs/architecture.md).
 
 A card's `fingerprint` is a flat JSON dict. `assft pretrain` fills it with `make_fingerprint`:
 "data" (hash of the corpus files' bytes), "code" (hash of the source files of the modules that

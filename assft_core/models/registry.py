@@ -109,11 +109,6 @@ def get_backbone(name: str) -> Backbone:
     return registry[name]()
 
 
-def backbone_names() -> list[str]:
-    """Names of every registered backbone."""
-    return sorted(_registry())
-
-
 # Foreign formats register their backbones ("monai_bundle", "nnunet") from their own modules, which
 # import this one: loaded on the first lookup, never at import time (no import cycle, so threads may
 # import the engine in any order; tests/engine/test_import_order.py).

@@ -132,6 +132,27 @@ def dilate_ball(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return out
 
 
+def grown_bounding_box(mask: torch.Tensor, radius: int) -> tuple[slice, ...] | None:
+    """The bounding box of a mask's True voxels grown by `radius` on every side, clipped to the volume.
+
+    A ball dilation of radius r (`dilate_ball`) changes nothing outside this box, so dilating the
+    box alone gives the same result, and a small structure in a large scan stays cheap.
+
+    Args:
+        mask: (D, H, W) bool, on any device.
+        radius: r in voxels (≥ 0).
+
+    Returns:
+        One slice per axis, or None when the mask is empty.
+    """
+    found = mask.nonzero()
+    if not len(found):
+        return None
+    lo = (found.min(0).values - radius).clamp_min(0).tolist()
+    hi = [min(int(m) + radius + 1, n) for m, n in zip(found.max(0).values.tolist(), mask.shape)]
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
 def voxel_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Normalised voxel entropy `H = −Σ_k p_k log p_k / log K` in [0, 1] (METHOD.md §2).
 
@@ -199,13 +220,8 @@ def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
     p_max, labels = probs.max(0)
     r = cfg.roi_dilation_voxels
     class_entropy = torch.full((k - 1,), float("nan"), dtype=torch.float64)
-    fg_voxels = (labels > 0).nonzero()
-    if len(fg_voxels):
-        # Dilate inside the foreground's bounding box grown by r only: nothing outside it is within
-        # r of a predicted voxel, and a small structure in a large scan stays cheap.
-        lo = (fg_voxels.min(0).values - r).clamp_min(0).tolist()
-        hi = [min(int(m) + r + 1, n) for m, n in zip(fg_voxels.max(0).values.tolist(), labels.shape)]
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = grown_bounding_box(labels > 0, r)
+    if box is not None:
         fg = torch.arange(1, k, device=probs.device)
         rois = dilate_ball(labels[box][None] == fg[:, None, None, None], r)
         sizes = rois.flatten(1).sum(1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from assft_core.errors import StateError
-from assft_core.fsutil import atomic_savez, atomic_write_text  # noqa: F401 (re-exported)
+from assft_core.fsutil import atomic_savez, atomic_write_text
 from assft_core.query.metrics import knowledge_gap
 
 TABLE_JSON = "score_table.json"

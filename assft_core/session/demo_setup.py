@@ -14,7 +14,7 @@ from typing import Any
 
 from assft_core.config import ProjectConfig
 from assft_core.errors import StateError
-from assft_core.session.paths import atomic_write_bytes
+from assft_core.fsutil import atomic_write_bytes
 from assft_core.session.project import Project, create_project, open_project
 from assft_core.session.store import STORE_NAME
 

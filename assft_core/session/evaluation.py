@@ -18,8 +18,8 @@ from typing import Any
 
 from assft_core.data.records import Split
 from assft_core.errors import StateError
+from assft_core.fsutil import atomic_write_bytes
 from assft_core.session import labels, rounds, workspace
-from assft_core.session.paths import atomic_write_bytes
 from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
 from assft_core.session.workspace import ModelRef

@@ -31,17 +31,17 @@ from typing import Any
 
 from assft_core.config import to_dict
 from assft_core.errors import StateError
+from assft_core.fsutil import atomic_write_bytes
 from assft_core.session import store
-from assft_core.session.paths import atomic_write_bytes
 from assft_core.session.project import Project, open_project
 
-# Modules that register the engine's job kinds when imported (phase 2 adds them; a missing one is
-# skipped). Extra modules (plugins, tests) are named in $ASSFT_JOB_MODULES, comma-separated.
+# Modules that register job kinds when imported; each must exist (a missing one is an error).
+# The round's kinds are the session's own; the benchmark sits above the session, so it registers
+# its kind from its own package. Extra modules (plugins, tests) are named in $ASSFT_JOB_MODULES,
+# comma-separated.
 JOB_MODULES = (
-    "assft_core.query.jobs",
-    "assft_core.train.jobs",
-    "assft_core.bench.jobs",
-    "assft_core.data.demo.jobs",
+    "assft_core.session.job_kinds",  # score, train, evaluate
+    "assft_core.bench.jobs",  # bench
 )
 JOB_MODULES_ENV = "ASSFT_JOB_MODULES"
 CHECKPOINT_DIR = "checkpoints"
@@ -179,24 +179,18 @@ def register_job_kind(kind: str, handler: JobHandler) -> None:
     _REGISTRY[kind] = handler
 
 
-def job_kinds() -> list[str]:
-    """Registered job kinds (after importing every job module)."""
-    for name in _job_module_names():
-        _import_job_module(name)
-    return sorted(_REGISTRY)
-
-
 def job_handler(kind: str) -> JobHandler:
-    """The handler of `kind`, importing job modules only until it is registered (each engine
-    package's jobs module imports torch: a job should not pay for the others).
+    """The handler of `kind`, importing job modules only until it is registered (a job module
+    imports what its jobs run, torch included: a job should not pay for the others).
 
     Raises:
         StateError: naming the known kinds when `kind` is not registered.
+        ModuleNotFoundError: when a module of `JOB_MODULES` or $ASSFT_JOB_MODULES does not exist.
     """
     for name in _job_module_names():
         if kind in _REGISTRY:
             break
-        _import_job_module(name)
+        importlib.import_module(name)
     try:
         return _REGISTRY[kind]
     except KeyError:
@@ -206,14 +200,6 @@ def job_handler(kind: str) -> JobHandler:
 def _job_module_names() -> list[str]:
     extra = [m.strip() for m in os.environ.get(JOB_MODULES_ENV, "").split(",") if m.strip()]
     return [*extra, *JOB_MODULES]
-
-
-def _import_job_module(name: str) -> None:
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:  # the module exists but one of its imports is missing: a real error
-            raise
 
 
 def submit_job(project: Project, kind: str, params: Mapping[str, Any] | None = None) -> int:
@@ -521,16 +507,6 @@ def list_jobs(project: Project, *, reap: bool = True) -> list[JobInfo]:
         reap_dead_jobs(project)
     with store.reading(project.db) as conn:
         return [_info(project, r) for r in conn.execute("SELECT * FROM jobs ORDER BY id DESC")]
-
-
-def wait_job(project: Project, job_id: int, timeout_s: float, poll_s: float = 0.05) -> JobInfo:
-    """Poll until the job leaves the active states or `timeout_s` passes; returns its latest state."""
-    deadline = time.time() + timeout_s
-    job = get_job(project, job_id)
-    while job.status in ACTIVE and time.time() < deadline:
-        time.sleep(poll_s)
-        job = get_job(project, job_id)
-    return job
 
 
 def run_job_in_process(folder: str | os.PathLike[str], job_id: int) -> JobStatus:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from assft_core.data.records import Problem
 from assft_core.errors import DataError, StateError
+from assft_core.fsutil import atomic_copy
 from assft_core.session import store
-from assft_core.session.paths import atomic_copy, nifti_suffix, sanitize_filename, sha256_file
+from assft_core.session.paths import nifti_suffix, sanitize_filename, sha256_file
 from assft_core.session.project import Project, problems_from_json, problems_to_json
 from assft_core.session.rounds import settle_labelled
 

@@ -1,9 +1,10 @@
-"""Safe names and atomic file writes for a project folder.
+"""Safe names and paths for a project folder.
 
 Every file the session writes goes through `safe_join` (nothing outside the project folder, even
 for a case id or upload name such as `../../etc/passwd` or `/abs/name`) and is written to a
-temporary name in the destination folder first, then renamed with `os.replace`, so a crash never
-leaves a half-written artifact under its final name (ARCHITECTURE.md, "Real parts").
+temporary name in the destination folder first, then renamed with `os.replace` (the writers of
+`assft_core.fsutil`), so a crash never leaves a half-written artifact under its final name
+(docs/architecture.md, "The store").
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 from pathlib import Path
 
 from assft_core.errors import DataError
-from assft_core.fsutil import atomic_copy, atomic_write_bytes  # noqa: F401 (re-exported: the session writes through these)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")

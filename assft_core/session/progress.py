@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from assft_core.train.checkpoint import atomic_write
+from assft_core.fsutil import atomic_write
 
 PROGRESS_FILE = "progress.jsonl"
 

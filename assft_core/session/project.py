@@ -19,8 +19,9 @@ from typing import Any
 from assft_core.config import PreprocessConfig, ProjectConfig, from_dict, to_dict
 from assft_core.data.records import DatasetManifest, IntegrityReport, Problem, Severity, Split
 from assft_core.errors import DataError, StateError
+from assft_core.fsutil import atomic_copy
 from assft_core.session import store
-from assft_core.session.paths import atomic_copy, safe_join, sanitize_filename, sanitize_id
+from assft_core.session.paths import safe_join, sanitize_filename, sanitize_id
 
 ARTIFACTS = "artifacts"
 DICOM_DIR = "dicom"  # under artifacts/: DICOM series imported as NIfTI (`<case>.nii.gz` + `.json` sidecar)

@@ -4,7 +4,7 @@ Every call opens its own short-lived connection (`connect`) with a busy timeout,
 Streamlit runs each browser session as a thread and detached jobs run as processes: no connection
 is ever shared. Every multi-step change runs inside `transaction`, which takes the write lock up
 front (`BEGIN IMMEDIATE`) and rolls everything back if any step raises, so the store is never left
-half-changed (ARCHITECTURE.md, "Real parts").
+half-changed (docs/architecture.md, "The store").
 """
 
 from __future__ import annotations

@@ -18,20 +18,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from assft_core.config import PreprocessConfig, SSFTMode, parse_recipe
+from assft_core.config import FinetuneConfig, PreprocessConfig, SSFTMode, parse_recipe
 from assft_core.data.records import PreprocessedCase, Split
 from assft_core.errors import StateError
+from assft_core.fsutil import atomic_copy, atomic_write_bytes
 from assft_core.models.card import ModelCard
 from assft_core.session import labels, rounds, store, workspace
 from assft_core.session.evaluation import evaluate_round
-from assft_core.session.paths import atomic_copy, atomic_write_bytes
 from assft_core.session.progress import Echo, ProgressSink, StepLog
 from assft_core.session.project import CaseInfo, Project, list_cases
 from assft_core.session.rounds import RoundState
+
+if TYPE_CHECKING:  # torch: imported by the job when it trains, not by every reader of this module
+    from assft_core.train.ssft import RoundProgress, SSFTResult
 
 ROUND_DIR = "round"  # the SSFT round folder inside the job's run folder
 SSFT_REPORT = "ssft_report.json"
@@ -202,6 +205,19 @@ def train_round(
     return metrics
 
 
+@dataclass(frozen=True)
+class _RoundCases:
+    """The pool of a round split into L (preprocessed, with their current labels) and U \\ L."""
+
+    pool: list[CaseInfo]
+    current: dict[str, labels.LabelVersion]  # case id -> its current label
+    labelled_cases: list[CaseInfo]
+    labelled: list[PreprocessedCase]
+    unlabelled: list[PreprocessedCase]
+    pre_cfg: PreprocessConfig
+    cache: Path
+
+
 def _train(
     project: Project,
     request: TrainRequest,
@@ -211,12 +227,79 @@ def _train(
     echo: Echo | None,
 ) -> dict[str, Any]:
     """Prepare L and U \\ L, run the round's phases, save f_{t+1}; the metrics (no store change)."""
-    from assft_core.data.preprocess import preprocess_case
-    from assft_core.models.loaded import load_model, save_model
+    from assft_core.models.loaded import load_model
     from assft_core.train.retention import needs_base_model
-    from assft_core.train.ssft import RoundProgress, run_round_training
+    from assft_core.train.ssft import run_round_training
 
     t0 = time.perf_counter()
+    cases = _prepare_cases(project, round_idx, sink)
+    prep_s = time.perf_counter() - t0
+
+    parent = workspace.model_for_round(project, round_idx)
+    model = load_model(parent.path, device=request.device)
+    card = model.card
+    finetune_cfg = request.finetune_config(project)
+    base = load_model(workspace.base_model(project).path, device=request.device) if needs_base_model(finetune_cfg) else None
+    ssft_cfg = dataclasses.replace(
+        project.config.ssft,
+        mode=request.ssft_mode,
+        supervised_steps=request.supervised_steps,
+        ssft_steps=request.ssft_steps,
+    )
+    total_steps = request.supervised_steps + (0 if request.ssft_mode is SSFTMode.NONE else request.ssft_steps)
+    result = run_round_training(
+        model.network,
+        card,
+        cases.labelled,
+        cases.unlabelled,
+        train_cfg=dataclasses.replace(project.config.train, device=request.device),
+        ssft_cfg=ssft_cfg,
+        query_cfg=project.config.query,
+        infer_cfg=workspace.inference_settings(project, card, request.device),
+        run_dir=run_dir / ROUND_DIR,
+        reference=_oracle_reference(project, {c.case_id: c for c in cases.pool}, cases.pre_cfg, cases.cache),
+        on_progress=_progress_reporter(round_idx, total_steps, StepLog(run_dir), sink, echo),
+        should_stop=sink.should_stop,
+        train_fn=_train_fn(card, request.nproc),
+        finetune_cfg=finetune_cfg,
+        base=base,
+    )
+    wall = {"prepare": prep_s, **result.timings_s}
+    if result.stopped:
+        return {"round": round_idx, "stopped": True, "wall_s": wall}
+
+    model_dir = workspace.round_model_dir(project, round_idx)
+    admitted = result.report.admitted_ids if result.report is not None else []
+    new_card = _round_card(project, request, round_idx, parent, card, finetune_cfg, cases, admitted, model_dir)
+    report = _save_round_model(project, round_idx, result, new_card, model_dir)
+    return {
+        "round": round_idx,
+        "parent": parent.tag,
+        "labelled": len(cases.labelled),
+        "unlabelled": len(cases.unlabelled),
+        "admitted": len(admitted),
+        "admitted_ids": admitted,
+        "ssft_mode": request.ssft_mode.value,
+        "ssft_warnings": report["warnings"] if report else [],
+        "ssft_cases": _case_rows(report),
+        "pseudo_labels": (report or {}).get("pseudo_summary"),
+        "final_loss": (result.ssft or result.supervised).loss,
+        "recipe": finetune_cfg.label,
+        "retention": result.retention,
+        "checkpoint": project.relative(model_dir),
+        "wall_s": wall,
+    }
+
+
+def _prepare_cases(project: Project, round_idx: int, sink: ProgressSink) -> _RoundCases:
+    """Preprocess L (the labelled pool cases, with their current labels) and U \\ L (the rest of
+    the pool, streamed so a cancel stops it) through the project's preprocessing cache.
+
+    Raises:
+        StateError: no pool case is labelled.
+    """
+    from assft_core.data.preprocess import preprocess_case
+
     pool = list_cases(project, Split.POOL)
     current = labels.current_labels(project)
     labelled_cases = [c for c in pool if c.case_id in current]
@@ -234,21 +317,15 @@ def _train(
             [workspace.case_record(c) for c in pool if c.case_id not in current], pre_cfg, cache, sink.should_stop
         )
     )
-    prep_s = time.perf_counter() - t0
+    return _RoundCases(pool, current, labelled_cases, labelled, unlabelled, pre_cfg, cache)
 
-    parent = workspace.model_for_round(project, round_idx)
-    model = load_model(parent.path, device=request.device)
-    card = model.card
-    finetune_cfg = request.finetune_config(project)
-    base = load_model(workspace.base_model(project).path, device=request.device) if needs_base_model(finetune_cfg) else None
-    ssft_cfg = dataclasses.replace(
-        project.config.ssft,
-        mode=request.ssft_mode,
-        supervised_steps=request.supervised_steps,
-        ssft_steps=request.ssft_steps,
-    )
-    total_steps = request.supervised_steps + (0 if request.ssft_mode is SSFTMode.NONE else request.ssft_steps)
-    steps = StepLog(run_dir)
+
+def _progress_reporter(
+    round_idx: int, total_steps: int, steps: StepLog, sink: ProgressSink, echo: Echo | None
+) -> Callable[[RoundProgress], None]:
+    """The `on_progress` of `run_round_training`: the job's bar (training takes the `_TRAIN` share
+    after `_PREP`), step, loss, lr and ETA as metrics, each trainer event in the step log (steps
+    counted over the whole round, not per phase), and a line for people."""
 
     def on_progress(rp: RoundProgress) -> None:
         fraction = _PREP + _TRAIN * rp.fraction
@@ -264,30 +341,24 @@ def _train(
             loss = f"  loss {extra['loss']:.4f}" if "loss" in extra else ""
             echo(f"round {round_idx} {rp.message}{loss}", force=rp.event is not None and rp.fraction >= 1.0)
 
-    result = run_round_training(
-        model.network,
-        card,
-        labelled,
-        unlabelled,
-        train_cfg=dataclasses.replace(project.config.train, device=request.device),
-        ssft_cfg=ssft_cfg,
-        query_cfg=project.config.query,
-        infer_cfg=workspace.inference_settings(project, card, request.device),
-        run_dir=run_dir / ROUND_DIR,
-        reference=_oracle_reference(project, {c.case_id: c for c in pool}, pre_cfg, cache),
-        on_progress=on_progress,
-        should_stop=sink.should_stop,
-        train_fn=_train_fn(card, request.nproc),
-        finetune_cfg=finetune_cfg,
-        base=base,
-    )
-    wall = {"prepare": prep_s, **result.timings_s}
-    if result.stopped:
-        return {"round": round_idx, "stopped": True, "wall_s": wall}
+    return on_progress
 
-    model_dir = workspace.round_model_dir(project, round_idx)
-    admitted = result.report.admitted_ids if result.report is not None else []
-    new_card = dataclasses.replace(
+
+def _round_card(
+    project: Project,
+    request: TrainRequest,
+    round_idx: int,
+    parent: workspace.ModelRef,
+    card: ModelCard,
+    finetune_cfg: FinetuneConfig,
+    cases: _RoundCases,
+    admitted: list[str],
+    model_dir: Path,
+) -> ModelCard:
+    """f_{t+1}'s model card: f_t's, with its fingerprint saying what made it (parent, label hashes,
+    admitted cases, mode, recipe, steps) and a note in words; copies f_t's source statistics."""
+    current, labelled_cases = cases.current, cases.labelled_cases
+    return dataclasses.replace(
         card,
         checkpoint="model.pt",
         source_stats=_copy_source_stats(card, parent, model_dir),
@@ -303,31 +374,24 @@ def _train(
             "steps": {"supervised": request.supervised_steps, "ssft": request.ssft_steps},
         },
         notes=f"Fine-tuned by ASSFT Studio in round {round_idx} of project {project.folder.name} "
-        f"from {parent.tag} on {len(labelled)} labelled case(s) (SSFT {request.ssft_mode.value}, |R| = {len(admitted)}, "
-        f"recipe {finetune_cfg.label}).",
+        f"from {parent.tag} on {len(cases.labelled)} labelled case(s) (SSFT {request.ssft_mode.value}, "
+        f"|R| = {len(admitted)}, recipe {finetune_cfg.label}).",
     )
-    save_model(result.network, new_card, model_dir)
+
+
+def _save_round_model(
+    project: Project, round_idx: int, result: SSFTResult, card: ModelCard, model_dir: Path
+) -> dict[str, Any] | None:
+    """Save f_{t+1} (`result.network`) with `card` in `model_dir`, its reliability report beside
+    it, and the report's summary in the store; returns the report (None without one)."""
+    from assft_core.models.loaded import save_model
+
+    save_model(result.network, card, model_dir)
     report = result.report.to_dict() if result.report is not None else None
     if report is not None:
         atomic_write_bytes(model_dir / "reliability.json", json.dumps(report, indent=1).encode())
     _record_ssft(project, round_idx, report)
-    return {
-        "round": round_idx,
-        "parent": parent.tag,
-        "labelled": len(labelled),
-        "unlabelled": len(unlabelled),
-        "admitted": len(admitted),
-        "admitted_ids": admitted,
-        "ssft_mode": request.ssft_mode.value,
-        "ssft_warnings": report["warnings"] if report else [],
-        "ssft_cases": _case_rows(report),
-        "pseudo_labels": (report or {}).get("pseudo_summary"),
-        "final_loss": (result.ssft or result.supervised).loss,
-        "recipe": finetune_cfg.label,
-        "retention": result.retention,
-        "checkpoint": project.relative(model_dir),
-        "wall_s": wall,
-    }
+    return report
 
 
 def _case_rows(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Resumable training checkpoints and atomic file writes.
+"""Resumable training checkpoints.
 
 A checkpoint holds everything needed to continue a run bit for bit: model, optimiser and
 scheduler states, RNG states, the step, the config and the progress history. It is written to a
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from assft_core.errors import ModelError
-from assft_core.fsutil import atomic_write, atomic_write_json  # noqa: F401 (re-exported)
+from assft_core.fsutil import atomic_write
 
 CHECKPOINT_FORMAT = "assft-train-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"

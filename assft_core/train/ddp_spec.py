@@ -21,7 +21,7 @@ import numpy as np
 from assft_core.config import InferenceConfig, PreprocessConfig, QueryConfig, TrainConfig, from_dict, to_dict
 from assft_core.data.records import CaseRecord, Split
 from assft_core.errors import AssftError
-from assft_core.train.checkpoint import atomic_write, atomic_write_json
+from assft_core.fsutil import atomic_write, atomic_write_json
 from assft_core.train.data import TrainData, TrainSample
 
 TRAIN_SPEC_FORMAT = "assft-ddp-train/1"

@@ -3,8 +3,8 @@
 Under `torchrun` (or any launcher that sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and
 `MASTER_PORT`) `init_distributed` joins the process group: NCCL when the ranks train on CUDA, gloo
 on CPU. Without a launcher it is a no-op and every helper behaves as a world of one process, so
-the trainer and the scoring pass need no branch for the single-process case (ARCHITECTURE.md:
-"the same code runs single-process with no launcher").
+the trainer and the scoring pass need no branch for the single-process case (docs/architecture.md,
+"One process or many").
 
 Each rank of a node drives the GPU of its `LOCAL_RANK`; a CPU rank uses the CPU.
 """

@@ -1,6 +1,6 @@
 """Apply a model to new scans: label maps as NIfTI with each input's affine and shape.
 
-The reason the active-learning loop exists (ARCHITECTURE.md). Nothing is ever overwritten: every
+The reason the active-learning loop exists (docs/architecture.md, "One round"). Nothing is ever overwritten: every
 output name is checked before any inference, labels are first written to a staging folder inside
 `out_dir`, and only when every case succeeded are they linked into place; a failure removes the
 staging folder and whatever this call had linked, so a batch is written whole or not at all.
@@ -9,7 +9,6 @@ staging folder and whatever this call had linked, so a batch is written whole or
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,17 +19,14 @@ from torch import nn
 from assft_core.config import InferenceConfig, PreprocessConfig
 from assft_core.data.io import save_label
 from assft_core.data.preprocess import preprocess_image
+from assft_core.data.records import case_id_from_filename
 from assft_core.errors import DataError
 from assft_core.fsutil import as_created
 from assft_core.train.evaluate import predict_native
 
-# "case_0000.nii.gz" -> "case": nnU-Net's channel suffix and the NIfTI extension.
-_CASE_NAME = re.compile(r"(_\d{4})?\.nii(\.gz)?$")
-
-
 def output_name(paths: Sequence[Path]) -> str:
     """Label file name of a case: its first file's name without `_0000` and extension, + .nii.gz."""
-    return _CASE_NAME.sub("", Path(paths[0]).name) + ".nii.gz"
+    return case_id_from_filename(Path(paths[0]).name) + ".nii.gz"
 
 
 def _as_cases(image_paths: Sequence[Path | str] | Sequence[Sequence[Path | str]]) -> list[list[Path]]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from assft_core.errors import DataError, StateError
-from assft_core.query.table import atomic_savez
+from assft_core.fsutil import atomic_savez
 
 PSEUDO_SUFFIX = ".npz"
 

@@ -35,21 +35,20 @@ import numpy as np
 
 from assft_core.config import SSFTConfig, SSFTMode
 from assft_core.errors import StateError
+from assft_core.fsutil import atomic_write_json
 from assft_core.query.metrics import cosine_distance_to_set, percentile_rank
-from assft_core.train.checkpoint import atomic_write_json
 from assft_core.train.pseudo import PseudoLabelStats
 
 REPORT_FORMAT = "assft-reliability-report/1"
 # Float fields of a case that JSON stores as null when not finite.
 _FLOAT_FIELDS = {"confidence", "distance", "reliability", "confidence_rank", "distance_rank", "selection_score"}
 
-# Name of each mode's selection score, as shown in reasons.
+# Name of each ranking mode's selection score, as shown in reasons (`all` and `none` rank nothing:
+# their reasons say so without a score).
 _SCORE_NAMES = {
     SSFTMode.SELECTIVE: "reliability r = ĉ·(1 − ŝ)",
     SSFTMode.CONFIDENCE_ONLY: "confidence rank ĉ",
     SSFTMode.DISTANCE_ONLY: "closeness to L, 1 − ŝ",
-    SSFTMode.ALL: "confidence c",
-    SSFTMode.NONE: "none",
 }
 
 

@@ -173,12 +173,7 @@ def run_round_training(
         _check_fine_tunable(card)  # before the supervised phase: fail fast, not after S steps
     n_sup = int(ssft_cfg.supervised_steps)
     n_ssft = 0 if mode is SSFTMode.NONE else int(ssft_cfg.ssft_steps)
-    total = n_sup + n_ssft
-
-    def emit(phase: str, done: int, message: str, event: ProgressEvent | None = None) -> None:
-        if on_progress is not None:
-            on_progress(RoundProgress(phase, done / total if total else 1.0, message, event))
-
+    emit = _round_emitter(on_progress, n_sup + n_ssft)
     fit = train_fn or train
     retention = RoundRetention.build(finetune_cfg or FinetuneConfig(recipe=Recipe.PAPER), network, card.backbone, base)
     phase_cfg = retention.train_config(train_cfg)
@@ -210,11 +205,7 @@ def run_round_training(
     selection_dir = run_dir / SELECTION_DIR
     report = _load_selection(selection_dir, ssft_cfg, labelled, unlabelled)
     if mode is SSFTMode.NONE:
-        if report is None:
-            # No scoring pass: nothing is selected, so c and s would be computed for nothing.
-            report = reliability_report([], np.zeros(0), np.zeros(0), ssft_cfg, labelled_ids=_ids(labelled))
-            report.save(selection_dir / REPORT_NAME)
-        result.report = report
+        result.report = report if report is not None else _empty_selection(selection_dir, ssft_cfg, labelled)
         retention.finish(network, pool_cases, infer_cfg)
         return result
 
@@ -238,11 +229,7 @@ def run_round_training(
     if report.trains_on_labelled_only:
         emit(PHASE_SCORING, n_sup, "R is empty: the SSFT phase trains on the labelled cases alone")
 
-    by_id = {c.case_id: c for c in unlabelled}
-    pseudo_samples = [
-        TrainSample(cid, by_id[cid].image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
-        for cid in report.admitted_ids
-    ]
+    pseudo_samples = _pseudo_samples(report, unlabelled, selection_dir)
     ssft = fit(
         dataclasses.replace(phase_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
         network,
@@ -260,6 +247,38 @@ def run_round_training(
     if not ssft.stopped:
         retention.finish(network, pool_cases, infer_cfg)
     return result
+
+
+def _round_emitter(
+    on_progress: Callable[[RoundProgress], None] | None, total: int
+) -> Callable[..., None]:
+    """`emit(phase, done, message, event=None)`: one `RoundProgress` with `done` of the round's
+    `total` optimiser steps (1.0 when there are none), or nothing without `on_progress`."""
+
+    def emit(phase: str, done: int, message: str, event: ProgressEvent | None = None) -> None:
+        if on_progress is not None:
+            on_progress(RoundProgress(phase, done / total if total else 1.0, message, event))
+
+    return emit
+
+
+def _empty_selection(selection_dir: Path, cfg: SSFTConfig, labelled: Sequence[PreprocessedCase]) -> ReliabilityReport:
+    """The report of mode `none`, saved in `selection_dir`: no scoring pass, nothing selected (c
+    and s would be computed for nothing)."""
+    report = reliability_report([], np.zeros(0), np.zeros(0), cfg, labelled_ids=_ids(labelled))
+    report.save(selection_dir / REPORT_NAME)
+    return report
+
+
+def _pseudo_samples(
+    report: ReliabilityReport, unlabelled: Sequence[PreprocessedCase], selection_dir: Path
+) -> list[TrainSample]:
+    """R as training samples: each admitted case's image with its stored pseudo-label."""
+    by_id = {c.case_id: c for c in unlabelled}
+    return [
+        TrainSample(cid, by_id[cid].image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
+        for cid in report.admitted_ids
+    ]
 
 
 def _select(

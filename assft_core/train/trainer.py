@@ -29,13 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from assft_core.config import BNMode, TrainConfig, Trainable, to_dict
 from assft_core.errors import AssftError, StateError
+from assft_core.fsutil import atomic_write_json
 from assft_core.models.inference import logits_of
 from assft_core.train import distributed as ddp
 from assft_core.train.anchoring import WeightAnchor, trainable_parameters
 from assft_core.train.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
-    atomic_write_json,
     load_checkpoint,
     rng_states,
     save_checkpoint,
@@ -230,37 +230,21 @@ def train(
 
     network.to(device)
     trainable = Trainable(cfg.trainable)
-    if trainable is Trainable.LORA:
-        attach_lora(network, encoder, cfg.lora_rank, cfg.lora_alpha)
-        network.to(device)
-    named = dict(network.named_parameters())
-    allowed = {id(named[n]) for n in trainable_parameters(network, trainable, encoder)}
-    params = [p for p in _prepare_bn(network, cfg.bn_mode) if id(p) in allowed]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.steps, 1), eta_min=0.0)
+    optimizer, scheduler = _optimiser(cfg, network, trainable, encoder, device)
     loss_fn = MaskedDiceCELoss(cfg.ignore_index)
 
     step, prior_elapsed, last_loss = 0, 0.0, float("nan")
     history: list[ProgressEvent] = []
     if resume_from is not None:
-        state = load_checkpoint(Path(resume_from), map_location=device)
-        _check_resume(state, cfg, data, Path(resume_from))
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
-        step, prior_elapsed, last_loss = int(state["step"]), float(state["elapsed_s"]), float(state["loss"])
-        history = [ProgressEvent(**e) for e in state["history"]]
+        step, prior_elapsed, last_loss, history = _resume(
+            Path(resume_from), cfg, data, network, optimizer, scheduler, device
+        )
 
     # DDP broadcasts rank 0's weights when it wraps, and averages gradients in backward.
     model: nn.Module = network
     if ddp.get_world_size() > 1:
         model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    labelled = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.labelled]
-    pseudo = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.pseudo]
-    retained = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.retained]
-    if (retained or anchor is not None) and ddp.get_world_size() > 1:
-        raise StateError("the retention term and L2-SP are not available under torchrun yet. Fix: train with nproc 1.")
+    labelled, pseudo, retained = _patch_sources(cfg, data, anchor)
 
     def checkpoint(elapsed: float) -> None:
         if not is_main:
@@ -317,6 +301,64 @@ def train(
             merge_lora(network)
         network.eval()
     return TrainResult(step=step, loss=last_loss, checkpoint_path=ckpt_path, history=history, stopped=stopped)
+
+
+def _patch_sources(
+    cfg: TrainConfig, data: TrainData, anchor: WeightAnchor | None
+) -> tuple[list[PatchSource], list[PatchSource], list[PatchSource]]:
+    """The labelled, pseudo-labelled and retention cases prepared for patch sampling (`prepare_source`).
+
+    Raises:
+        StateError: retention targets or an L2-SP anchor under torchrun (not available there yet).
+    """
+    labelled = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.labelled]
+    pseudo = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.pseudo]
+    retained = [prepare_source(s, cfg.patch_size, cfg.ignore_index) for s in data.retained]
+    if (retained or anchor is not None) and ddp.get_world_size() > 1:
+        raise StateError("the retention term and L2-SP are not available under torchrun yet. Fix: train with nproc 1.")
+    return labelled, pseudo, retained
+
+
+def _optimiser(
+    cfg: TrainConfig, network: nn.Module, trainable: Trainable, encoder: Sequence[str], device: torch.device
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the parameters `cfg.trainable` and `cfg.bn_mode` leave trainable (LoRA adapters
+    attached first when asked, on `device`), with a cosine schedule to 0 over `cfg.steps`."""
+    if trainable is Trainable.LORA:
+        attach_lora(network, encoder, cfg.lora_rank, cfg.lora_alpha)
+        network.to(device)
+    named = dict(network.named_parameters())
+    allowed = {id(named[n]) for n in trainable_parameters(network, trainable, encoder)}
+    params = [p for p in _prepare_bn(network, cfg.bn_mode) if id(p) in allowed]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.steps, 1), eta_min=0.0)
+    return optimizer, scheduler
+
+
+def _resume(
+    path: Path,
+    cfg: TrainConfig,
+    data: TrainData,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> tuple[int, float, float, list[ProgressEvent]]:
+    """Load a checkpoint of a run with the same settings and cases into the network, optimiser,
+    schedule and RNGs; returns (step, elapsed s, last loss, history) to continue from.
+
+    Raises:
+        StateError: the checkpoint was made with other settings or cases.
+        ModelError: `path` is not a readable training checkpoint.
+    """
+    state = load_checkpoint(path, map_location=device)
+    _check_resume(state, cfg, data, path)
+    network.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_states(state["rng"])
+    history = [ProgressEvent(**e) for e in state["history"]]
+    return int(state["step"]), float(state["elapsed_s"]), float(state["loss"]), history
 
 
 def _one_step(

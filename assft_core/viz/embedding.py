@@ -39,7 +39,8 @@ def embed_2d(z: np.ndarray, *, random_state: int = 0, cache_dir: Path | None = N
     8 cases up; PCA (scikit-learn) below, where UMAP's neighbour graph is degenerate. One case
     maps to the origin. With `cache_dir`, the result is cached in a `.npy` file named by a hash
     of the embedding bytes and the projection settings, written temp-then-rename, so the first
-    UMAP fit of a process (~10 s of numba compilation) is paid once per embedding (ARCHITECTURE.md: "umap-learn (cached)").
+    UMAP fit of a process (~10 s of numba compilation) is paid once per embedding (docs/architecture.md,
+    "Figures").
 
     Args:
         z: (N, E) case embeddings, one row per case (L2-normalised `z`, METHOD.md §1).

@@ -17,7 +17,8 @@ import json
 import numpy as np
 from app_factories import CASES
 
-from assft_core.query.table import Availability, CaseScores, ScoreTable, atomic_savez
+from assft_core.fsutil import atomic_savez
+from assft_core.query.table import Availability, CaseScores, ScoreTable
 from assft_core.session import rounds
 from assft_core.session.project import Project
 

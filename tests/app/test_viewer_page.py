@@ -11,10 +11,10 @@ from scipy import ndimage
 
 from app.case_views import NO_SCORES, VIEWER_CASE_KEY
 from app.ui import NO_PROJECT
-from assft_core.query.table import atomic_savez
+from assft_core.fsutil import atomic_savez
 from assft_core.session import labels, rounds
 from assft_core.session.query import propose_round
-from assft_core.viz.case_data import roi_from_argmax
+from assft_core.session.views import roi_from_argmax
 
 # p0's reference label (app_factories.blob_label(0)): native x 1:5, y 2:6, z 2:6 → grid + PAD.
 P0_LABEL = (slice(1 + PAD, 5 + PAD), slice(2 + PAD, 6 + PAD), slice(2 + PAD, 6 + PAD))

@@ -1,5 +1,9 @@
-"""Import order must not matter: the dashboard's sessions are threads that import pages at once.
+"""The engine's imports: data flows one way, and import order must not matter.
 
+Data flows one way (docs/architecture.md): the engine packages data, models, query, train and viz
+never import the session, the dashboard (app, pages) or Streamlit, not even inside a function.
+
+Import order must not matter: the dashboard's sessions are threads that import pages at once.
 CPython takes a module's import lock before it imports the module's parent package, so a package
 whose `__init__` imports its own submodules deadlocks (or hands out a partially initialised module)
 when one thread imports the package while another imports the submodule. The engine's import graph,
@@ -25,6 +29,71 @@ def _modules() -> dict[str, Path]:
             parts = parts[:-1]
         out[".".join(parts)] = path
     return out
+
+
+# Packages below the session (docs/architecture.md) and what they must never import.
+ENGINE_PACKAGES = ("data", "models", "query", "train", "viz")
+ABOVE_THE_ENGINE = ("assft_core.session", "app", "pages", "streamlit")
+DYNAMIC_IMPORTS = ("import_module", "__import__")
+
+
+def _every_import(name: str, path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in the file: function bodies, TYPE_CHECKING blocks and
+    `importlib.import_module("...")` / `__import__("...")` with a literal name included; relative
+    imports resolved against `name`; `from a import b` yields both `a` and `a.b`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{anchor}.{base}" if base else anchor
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if callee in DYNAMIC_IMPORTS and isinstance(node.args[0].value, str):
+                found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _is_above_the_engine(module: str) -> bool:
+    return any(module == top or module.startswith(top + ".") for top in ABOVE_THE_ENGINE)
+
+
+def _upward_imports(modules: dict[str, Path]) -> list[str]:
+    out = []
+    for name, path in sorted(modules.items()):
+        if name.split(".")[1:2] and name.split(".")[1] in ENGINE_PACKAGES:  # assft_core.<package>...
+            for line, imported in _every_import(name, path):
+                if _is_above_the_engine(imported):
+                    out.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+    return out
+
+
+def test_engine_packages_never_import_the_session_or_the_dashboard() -> None:
+    assert _upward_imports(_modules()) == []
+
+
+def test_the_upward_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    """The check itself: a lazy, relative or dynamic import of the session counts as well."""
+    source = textwrap.dedent(
+        """
+        import numpy
+        def late():
+            from ..session import jobs
+            import streamlit as st
+        def dynamic():
+            importlib.import_module("assft_core.session.loop")
+        from assft_core import sessions_of_a_different_name
+        """
+    )
+    fake = tmp_path / "fake.py"
+    fake.write_text(source)
+    offenders = {m for _, m in _every_import("assft_core.query.fake", fake) if _is_above_the_engine(m)}
+    assert offenders == {"assft_core.session", "assft_core.session.jobs", "streamlit", "assft_core.session.loop"}
 
 
 def _is_type_checking(node: ast.AST) -> bool:

@@ -3,6 +3,7 @@ stale-heartbeat detection and resume from the last checkpoint."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import threading
@@ -33,6 +34,22 @@ def _wait_for(pred, timeout: float = 60.0) -> None:
     while not pred():
         assert time.time() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def test_every_job_module_exists_and_the_round_kinds_are_the_sessions() -> None:
+    from assft_core.session import job_kinds
+
+    for name in jobs.JOB_MODULES:
+        importlib.import_module(name)
+    assert jobs.job_handler("score") is job_kinds.run_score_job
+    assert jobs.job_handler("train") is job_kinds.run_train_job
+    assert jobs.job_handler("evaluate") is job_kinds.run_evaluate_job
+
+
+def test_a_missing_job_module_is_an_error_not_skipped(monkeypatch) -> None:
+    monkeypatch.setenv(jobs.JOB_MODULES_ENV, "assft_core.session.no_such_job_module")
+    with pytest.raises(ModuleNotFoundError, match="no_such_job_module"):
+        jobs.job_handler("a kind nobody registers")
 
 
 def test_second_active_job_of_a_kind_is_refused(project) -> None:
@@ -144,7 +161,8 @@ def test_killed_job_is_detected_and_resumes_from_checkpoint(project) -> None:
         conn.execute("UPDATE jobs SET params = ? WHERE id = ?", ('{"steps": 12, "checkpoint_every": 5}', job_id))
     resumed = jobs.resume_job(project, job_id)
     assert resumed.resume_from.name == "step_00000005.pt"
-    final = jobs.wait_job(project, job_id, timeout_s=60)
+    _wait_for(lambda: jobs.get_job(project, job_id).status not in jobs.ACTIVE)
+    final = jobs.get_job(project, job_id)
     assert final.status is JobStatus.DONE
     assert (final.metrics["started_at_step"], final.metrics["final_step"]) == (5, 12)
 

@@ -28,7 +28,7 @@ from assft_core.data.grid import resample_label_to_grid
 from assft_core.data.io import load_label
 from assft_core.data.records import Split
 from assft_core.errors import StateError
-from assft_core.query.metrics import cosine_distance_to_set, dilate_ball
+from assft_core.query.metrics import cosine_distance_to_set, dilate_ball, grown_bounding_box
 from assft_core.query.table import ScoreTable
 from assft_core.session import labels, rounds, store, workspace
 from assft_core.session.project import CaseInfo, Project, list_cases
@@ -306,7 +306,7 @@ def roi_from_argmax(argmax: np.ndarray, radius: int) -> np.ndarray:
     """The union of the ASD class ROIs, `∪_k dilate(argmax == k, r)` = `dilate(argmax > 0, r)`.
 
     Dilation is by the query engine's ball (`dilate_ball`, METHOD.md §2), run only inside the
-    foreground's bounding box grown by r: nothing outside it is within r of a foreground voxel.
+    foreground's bounding box grown by r (`grown_bounding_box`, as the scoring pass does).
 
     Args:
         argmax: (X, Y, Z) predicted class indices.
@@ -315,15 +315,11 @@ def roi_from_argmax(argmax: np.ndarray, radius: int) -> np.ndarray:
     Returns:
         (X, Y, Z) bool ROI (all False when nothing is predicted as foreground).
     """
-    fg = np.asarray(argmax) > 0
-    roi = np.zeros(fg.shape, dtype=bool)
-    found = np.argwhere(fg)
-    if found.size == 0:
-        return roi
-    lo = np.maximum(found.min(axis=0) - radius, 0)
-    hi = np.minimum(found.max(axis=0) + radius + 1, fg.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    roi[box] = dilate_ball(torch.from_numpy(fg[box])[None], radius)[0].numpy()
+    fg = torch.from_numpy(np.asarray(argmax) > 0)
+    roi = np.zeros(tuple(fg.shape), dtype=bool)
+    box = grown_bounding_box(fg, radius)
+    if box is not None:
+        roi[box] = dilate_ball(fg[box][None], radius)[0].numpy()
     return roi
 
 
