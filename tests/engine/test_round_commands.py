@@ -97,6 +97,17 @@ def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRu
     assert again.code == 1 and "not an empty folder" in again.err
     assert sorted(p.name for p in out.rglob("*")) == before
 
+    # the same trained round as a MONAI bundle that MONAI's own loader opens, with the same output
+    bundle_out = tmp_path / "as_bundle"
+    run = run_cli("export", "-p", root, bundle_out, "--format", "monai_bundle")
+    assert run.code == 0 and "monai_bundle/" in run.out, run.err
+    from monai.bundle import load as bundle_load
+
+    theirs = bundle_load("monai_bundle", bundle_dir=str(bundle_out), workflow_type="inference", device="cpu").eval()
+    x = torch.rand(1, 1, *model.card.roi_size)
+    with torch.no_grad():
+        assert torch.allclose(theirs(x), model.network.eval()(x), atol=1e-5)
+
     # the export folder itself is a valid `predict` model argument (README tour)
     scan = next(tiny_demo_corpus.glob("imagesTr/*_test_*_0000.nii.gz"))
     run = run_cli("predict", out, scan, "-o", tmp_path / "pred", "--device", "cpu")
