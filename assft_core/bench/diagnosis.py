@@ -89,9 +89,6 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("bn-frozen+decoder", bn_mode="frozen", finetune={"recipe": "decoder"}),
     _v("retention+wise", finetune={"recipe": "retention+wise"}),
     _v("retention-q50", finetune={"recipe": "retention", "retention_class_quantile": 0.5}),
-    # The default recipe (config.DEFAULT_RECIPE) as the project now sets it.
-    _v("default-recipe", retention_weight=1.0, retention_batch_size=2,
-       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
     _v("bn-frozen+retention-q50-strong", bn_mode="frozen", retention_weight=1.0, retention_batch_size=2,
        finetune={"recipe": "retention", "retention_class_quantile": 0.5}),
     _v("bn-frozen+retention+wise", bn_mode="frozen", finetune={"recipe": "retention+wise"}),
@@ -107,7 +104,10 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("frozen_bn+lr-1e-4+wise-0.7", finetune={"recipe": "frozen_bn+wise", "lr": 1e-4, "wise_alpha": 0.7}),
     # Third look, at the default recipe's remaining drop on A and C: more weight on f_0's targets
     # (λ_r 3; 4 patches a step) and targets on every unlabelled case, not only the surest half.
+    # λ_r 3 is the project default since this look (config.DEFAULT_RECIPE, TrainConfig.retention_weight).
     _v("frozen_bn+retention-q50-w3", retention_weight=3.0, retention_batch_size=2,
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    _v("frozen_bn+retention-q50-w6", retention_weight=6.0, retention_batch_size=2,
        finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
     _v("frozen_bn+retention-q50-b4", retention_weight=1.0, retention_batch_size=4,
        finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
