@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
-from monai.networks.utils import one_hot
 from torch import nn
 
 from assft_core.config import InferenceConfig, PreprocessConfig
@@ -85,20 +84,56 @@ class ClassScore:
         return d
 
 
+HD95_MARGIN_VOXELS = 2
+"""Voxels added on each side of a structure's bounding box (union of reference and prediction)
+before its surface distances are computed; MONAI crops to the box plus one voxel itself, so any
+margin ≥ 1 gives the numbers of the whole volume."""
+
+
+def _class_indices(a: np.ndarray, num_classes: int) -> np.ndarray:
+    """`a` as an unsigned integer array (no copy when it already is one), for `find_objects`."""
+    if a.dtype in (np.uint8, np.uint16):
+        return a
+    return a.astype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def _union_box(
+    a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: Sequence[int], margin: int
+) -> tuple[slice, ...]:
+    """The smallest box holding boxes `a` and `b` (either may be None), grown by `margin` voxels
+    on each side and clipped to `shape`."""
+    boxes = [x for x in (a, b) if x is not None]
+    return tuple(
+        slice(max(0, min(x[d].start for x in boxes) - margin), min(int(n), max(x[d].stop for x in boxes) + margin))
+        for d, n in enumerate(shape)
+    )
+
+
 def score_classes(
     pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing_mm: Sequence[float]
 ) -> dict[int, ClassScore]:
-    """Dice and HD95 (MONAI metrics) of each foreground class 1..K-1.
+    """Dice and HD95 (MONAI metrics) of each foreground class 1..K-1, one class at a time.
+
+    Memory stays per class and per structure: one pass of `scipy.ndimage.find_objects` over each
+    volume gives every class's bounding box; then each class's boolean masks are made only inside
+    the union of its reference and predicted boxes (plus `HD95_MARGIN_VOXELS`), where MONAI's
+    `compute_dice` and `compute_hausdorff_distance` run. No one-hot volume is made; the numbers
+    are those of the whole-volume computation (MONAI crops surfaces to that box itself).
 
     Args:
-        pred: (X, Y, Z) predicted class indices.
+        pred: (X, Y, Z) predicted class indices (any integer dtype; uint8 avoids a copy).
         ref: (X, Y, Z) reference class indices, same grid.
         num_classes: K, including background.
         spacing_mm: voxel size in mm along the three axes (from the affine).
 
+    Returns:
+        Class index k in 1..K-1 -> its `ClassScore` (HD95 in mm; inf when missed).
+
     Raises:
-        DataError: shapes differ, or `ref` holds a class ≥ K.
+        DataError: shapes differ, or `ref` holds a class ≥ K or < 0.
     """
+    from scipy.ndimage import find_objects
+
     if pred.shape != ref.shape:
         raise DataError(f"prediction grid {pred.shape} differs from the reference label grid {ref.shape}.")
     if ref.size and (int(ref.max()) >= num_classes or int(ref.min()) < 0):
@@ -106,14 +141,22 @@ def score_classes(
             f"the reference label holds class {int(ref.max())}, but the model predicts {num_classes} classes. "
             "Fix: check the label's values against the project's classes."
         )
-    p = one_hot(torch.as_tensor(pred.astype(np.int64))[None, None], num_classes, dim=1).bool()
-    r = one_hot(torch.as_tensor(ref.astype(np.int64))[None, None], num_classes, dim=1).bool()
-    # ignore_empty=False: an empty reference with a non-empty prediction scores 0 (a false positive).
-    dice = compute_dice(p, r, include_background=False, ignore_empty=False)[0]
+    pred_i, ref_i = _class_indices(np.asarray(pred), num_classes), _class_indices(np.asarray(ref), num_classes)
+    boxes_p = find_objects(pred_i, max_label=num_classes - 1) if pred_i.size else [None] * (num_classes - 1)
+    boxes_r = find_objects(ref_i, max_label=num_classes - 1) if ref_i.size else [None] * (num_classes - 1)
     spacing = [float(s) for s in spacing_mm]
     scores: dict[int, ClassScore] = {}
     for k in range(1, num_classes):
-        n_ref, n_pred = int(r[0, k].sum()), int(p[0, k].sum())
+        box_p, box_r = boxes_p[k - 1], boxes_r[k - 1]
+        if box_p is None and box_r is None:
+            scores[k] = ClassScore(dice=None, hd95_mm=None, missed=False, ref_voxels=0, pred_voxels=0)
+            continue
+        box = _union_box(box_p, box_r, ref_i.shape, HD95_MARGIN_VOXELS)
+        p = torch.from_numpy(np.ascontiguousarray(pred_i[box] == k))[None, None]
+        r = torch.from_numpy(np.ascontiguousarray(ref_i[box] == k))[None, None]
+        n_ref, n_pred = int(r.sum()), int(p.sum())
+        # ignore_empty=False: an empty reference with a non-empty prediction scores 0 (a false positive).
+        dice = float(compute_dice(p, r, include_background=True, ignore_empty=False)[0, 0])
         hd95: float | None = None
         if n_ref and not n_pred:
             hd95 = math.inf
@@ -121,17 +164,12 @@ def score_classes(
             with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal call (get_mask_edges)
                 warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
                 hd95 = float(
-                    compute_hausdorff_distance(
-                        p[:, k : k + 1], r[:, k : k + 1], include_background=True, percentile=95, spacing=spacing
-                    )[0, 0]
+                    compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0, 0]
                 )
         scores[k] = ClassScore(
-            dice=None if not n_ref and not n_pred else float(dice[k - 1]),
-            hd95_mm=hd95,
-            missed=bool(n_ref and not n_pred),
-            ref_voxels=n_ref,
-            pred_voxels=n_pred,
+            dice=dice, hd95_mm=hd95, missed=bool(n_ref and not n_pred), ref_voxels=n_ref, pred_voxels=n_pred
         )
+        del p, r
     return scores
 
 
