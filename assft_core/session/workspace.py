@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from assft_core.config import InferenceConfig, PreprocessConfig
-from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.data.records import CaseRecord
+from assft_core.data.stream import LazyCases
 from assft_core.errors import ModelError, StateError
 from assft_core.models.card import CARD_FILE, ModelCard
 from assft_core.session import rounds
@@ -143,8 +144,11 @@ def case_record(case: CaseInfo, label: Path | None = None) -> CaseRecord:
     return CaseRecord(case.case_id, tuple(case.image_paths), label, case.site, case.split)
 
 
-class CaseStream:
+class CaseStream(LazyCases):
     """Preprocessed cases made one at a time as they are iterated (memory stays flat).
+
+    A `LazyCases` (ids and sites known without loading; `len`, indexing, `by_id`) whose every
+    case is preceded by a stop check.
 
     Args:
         records: the cases, in order.
@@ -160,21 +164,12 @@ class CaseStream:
         cache_dir: Path | None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        self.records = list(records)
-        self.cfg = cfg
-        self.cache_dir = cache_dir
         self.should_stop = should_stop
+        super().__init__(records, cfg, cache_dir, before_each=self._check_stop if should_stop is not None else None)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[PreprocessedCase]:
-        from assft_core.data.preprocess import preprocess_case
-
-        for record in self.records:
-            if self.should_stop is not None and self.should_stop():
-                raise JobCancelled()
-            yield preprocess_case(record, self.cfg, cache_dir=self.cache_dir)
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise JobCancelled()
 
 
 def check_job_round(project: Project, params: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,34 @@ def load_eval_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path
         raise DataError(f"case {record.case_id} has no label file; evaluation needs one. Fix: add its label.")
     case = preprocess_case(record, cfg, cache_dir=cache_dir)
     return EvalCase(case=case, native_label=load_label(record.label_path, max_voxels=cfg.max_voxels).array[0])
+
+
+class EvalCaseStream:
+    """Labelled cases made one at a time as they are iterated (re-iterable; memory stays flat).
+
+    Each iteration preprocesses (or reads from the cache) one case and loads its native label, so
+    an evaluation over many real-size test cases holds one of them at a time.
+
+    Args:
+        records: the cases, each with a label file.
+        cfg: preprocessing settings.
+        cache_dir: preprocessing cache folder (None: no cache).
+
+    Raises:
+        DataError (while iterating): a case has no label, or its files are unusable.
+    """
+
+    def __init__(self, records: Sequence[CaseRecord], cfg: PreprocessConfig, cache_dir: Path | None = None) -> None:
+        self.records = list(records)
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[EvalCase]:
+        for record in self.records:
+            yield load_eval_case(record, self.cfg, cache_dir=self.cache_dir)
 
 
 @dataclass
@@ -302,7 +330,7 @@ def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceCon
     return invert_label(pred, case)
 
 
-def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
+def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
     """Evaluate `network` on `cases` on their native grids (ASSFT, METHOD.md §5).
 
     Sliding-window inference (with `cfg.n_tta` flip TTA), argmax, inversion of the preprocessing,
@@ -310,7 +338,8 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
 
     Args:
         network: the model, on its device.
-        cases: test cases with native reference labels.
+        cases: test cases with native reference labels, consumed one at a time (an
+            `EvalCaseStream` or a generator holds one case in memory; only scores are kept).
         num_classes: K, including background.
         cfg: sliding-window settings.
 
@@ -334,6 +363,7 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
         pred = predict_native(network, ec.case, cfg, num_classes)
         classes = score_classes(pred, ref, num_classes, ec.native_spacing_mm)
         reports.append(CaseReport(case_id=ec.case.case_id, site=ec.case.site, classes=classes))
+        del ec, ref, pred  # the next case is made only after this one is released
     sites = sorted({r.site for r in reports})
     return EvalReport(
         num_classes=num_classes,
