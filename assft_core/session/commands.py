@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--budget", type=int, help="cases proposed per round (default from settings: 2)")
     p.add_argument("--rounds", type=int, help="planned rounds (default from settings: 5)")
     p.add_argument("--strategy", help="query strategy (default from settings: assft)")
+    p.add_argument("--classes", nargs="+", metavar="K|NAME",
+                   help="classes of a plain-folder dataset: K (background + K-1 classes) or the names in index order, "
+                   "background first (default: the model card's); MSD / nnU-Net datasets declare theirs")
     p.set_defaults(func=_init)
 
     p = with_project_option(sub.add_parser("import", help="import (or re-import) a dataset folder into the project"))
@@ -127,7 +130,8 @@ def _init(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(cfg, field, value)
     model = args.model_config or args.model
-    project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle)
+    classes = parse_classes(args.classes) if args.classes else None
+    project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle, classes=classes)
     print(f"created project {project.folder}")
     _print_cases(project)
     from assft_core.errors import ModelError
@@ -140,6 +144,22 @@ def _init(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}")
     return 0
+
+
+def parse_classes(values: list[str]) -> dict[int, str]:
+    """`--classes`: ["K"] -> {0: "background", 1: "class_1", ...}; names -> {0: names[0], ...}.
+
+    Raises:
+        StateError: K < 2, or fewer than two names.
+    """
+    if len(values) == 1 and values[0].isdigit():
+        k = int(values[0])
+        if k < 2:
+            raise StateError(f"--classes {k}: give at least 2 (background and one structure).")
+        return {0: "background", **{i: f"class_{i}" for i in range(1, k)}}
+    if len(values) < 2:
+        raise StateError(f"--classes {values}: give K, or at least two names (background first).")
+    return dict(enumerate(values))
 
 
 def _import(args: argparse.Namespace) -> int:
