@@ -23,10 +23,11 @@ class Modality(str, enum.Enum):
 
 
 class BNMode(str, enum.Enum):
-    """What BatchNorm layers do while fine-tuning (METHOD.md §5)."""
+    """What normalisation layers do while fine-tuning (METHOD.md §5); per layer kind (BatchNorm,
+    InstanceNorm, GroupNorm, LayerNorm) in `assft_core.train.normalisation`."""
 
-    TRAIN = "train"  # running statistics adapt to the target data (default)
-    FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept
+    TRAIN = "train"  # running statistics adapt to the target data, affine parameters train (default)
+    FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept; refused where none exist
 
 
 class Recipe(str, enum.Enum):
