@@ -25,7 +25,7 @@ from assft_core.data.io import load_label, spacing_from_affine
 from assft_core.data.preprocess import invert_label, preprocess_case
 from assft_core.data.records import CaseRecord, PreprocessedCase
 from assft_core.errors import DataError, ModelError
-from assft_core.models.inference import predict_probs
+from assft_core.models.inference import predict_labels
 
 
 @dataclass
@@ -319,14 +319,16 @@ def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceCon
     Raises:
         ModelError: the network predicts a number of classes other than `num_classes`.
     """
-    probs = predict_probs(network, torch.from_numpy(np.ascontiguousarray(case.image)), cfg)
-    if num_classes is not None and probs.shape[0] != num_classes:
+    # The argmax of the sliding-window softmax, one slab at a time (no (K, D, H, W) volume kept);
+    # the very labels of `predict_probs(...).max(0).indices`.
+    labels, k = predict_labels(network, torch.from_numpy(np.ascontiguousarray(case.image)), cfg)
+    if num_classes is not None and k != num_classes:
         raise ModelError(
-            f"the network predicts {probs.shape[0]} classes, the task has {num_classes}. "
+            f"the network predicts {k} classes, the task has {num_classes}. "
             "Fix: use a checkpoint with a head for the task's classes."
         )
-    # max(0).indices == argmax(0) (first maximum on ties), and ~20× faster over the class axis on CPU.
-    pred = probs.max(dim=0).indices.numpy().astype(np.uint8)
+    pred = labels.numpy().astype(np.uint8)
+    del labels
     return invert_label(pred, case)
 
 

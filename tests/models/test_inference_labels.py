@@ -1,0 +1,36 @@
+"""`predict_labels` (slab by slab, no whole softmax volume) gives exactly the argmax of `predict_probs`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from assft_core.config import InferenceConfig
+from assft_core.models.inference import predict_labels, predict_probs
+from assft_core.models.registry import get_backbone
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_backbone("unet").make(1, 5, {"channels": (4, 8), "strides": (2,), "num_res_units": 1, "norm": "batch"})
+
+
+@pytest.mark.parametrize(
+    ("shape", "overlap", "sw_batch", "n_tta"),
+    [
+        ((40, 24, 20), 0.25, 1, 1),  # several windows along every axis
+        ((37, 19, 16), 0.5, 3, 1),  # uneven sizes: last windows shifted back, batches of 3
+        ((12, 24, 20), 0.25, 1, 1),  # smaller than the ROI along the first axis: MONAI pads (fallback)
+        ((24, 16, 16), 0.25, 1, 2),  # flip TTA (fallback)
+    ],
+)
+def test_labels_equal_the_argmax_of_the_softmax(net: torch.nn.Module, shape: tuple, overlap: float, sw_batch: int, n_tta: int) -> None:
+    torch.manual_seed(1)
+    image = torch.randn(1, *shape)
+    cfg = InferenceConfig(roi_size=(16, 16, 16), overlap=overlap, sw_batch_size=sw_batch, n_tta=n_tta, device="cpu")
+    labels, k = predict_labels(net, image, cfg)
+    expected = predict_probs(net, image, cfg).max(dim=0).indices
+    assert k == 5 and labels.shape == shape
+    assert torch.equal(labels, expected)
+    assert len(torch.unique(labels)) > 1  # a non-trivial prediction
