@@ -231,7 +231,8 @@ def _train(
     ]
     # Streamed: U \ L is read one case at a time by every pass over it (memory flat in the pool size).
     unlabelled = workspace.CaseStream(
-        [workspace.case_record(c) for c in pool if c.case_id not in current], pre_cfg, cache, sink.should_stop
+        [workspace.case_record(c) for c in pool if c.case_id not in current], pre_cfg, cache, sink.should_stop,
+        limit_bytes=workspace.cache_limit_bytes(project),
     )
     prep_s = time.perf_counter() - t0
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from assft_core.config import InferenceConfig, PreprocessConfig
-from assft_core.data.records import CaseRecord
+from assft_core.data.records import CaseRecord, PreprocessedCase
 from assft_core.data.stream import LazyCases
 from assft_core.errors import ModelError, StateError
 from assft_core.models.card import CARD_FILE, ModelCard
 from assft_core.session import rounds
+from assft_core.session.cache import limit_bytes_of, prune_cache, touch_entry
 from assft_core.session.jobs import JobCancelled
 from assft_core.session.project import CaseInfo, Project
 
@@ -135,8 +136,17 @@ def inference_settings(project: Project, card: ModelCard, device: str) -> Infere
 
 
 def preprocess_cache(project: Project) -> Path:
-    """The folder of cached preprocessed cases."""
-    return project.artifact_path(*PREPROCESS_CACHE)
+    """The folder of cached preprocessed cases (pruned to the project's limit when it has one)."""
+    folder = project.artifact_path(*PREPROCESS_CACHE)
+    limit = cache_limit_bytes(project)
+    if limit is not None:
+        prune_cache(folder, limit)
+    return folder
+
+
+def cache_limit_bytes(project: Project) -> int | None:
+    """The project's preprocessing-cache limit in bytes (`ProjectConfig.cache_limit_gb`), or None."""
+    return limit_bytes_of(project.config.cache_limit_gb)
 
 
 def case_record(case: CaseInfo, label: Path | None = None) -> CaseRecord:
@@ -148,13 +158,15 @@ class CaseStream(LazyCases):
     """Preprocessed cases made one at a time as they are iterated (memory stays flat).
 
     A `LazyCases` (ids and sites known without loading; `len`, indexing, `by_id`) whose every
-    case is preceded by a stop check.
+    case is preceded by a stop check, and whose cache entries are marked used (and the cache kept
+    under `limit_bytes`, least recently used entries deleted first: `session.cache`).
 
     Args:
         records: the cases, in order.
         cfg: preprocessing settings.
         cache_dir: preprocessing cache folder (None: no cache).
         should_stop: polled before each case; True raises `JobCancelled`.
+        limit_bytes: largest size of the cache folder (None: no limit).
     """
 
     def __init__(
@@ -163,9 +175,20 @@ class CaseStream(LazyCases):
         cfg: PreprocessConfig,
         cache_dir: Path | None,
         should_stop: Callable[[], bool] | None = None,
+        limit_bytes: int | None = None,
     ) -> None:
         self.should_stop = should_stop
+        self.limit_bytes = limit_bytes
         super().__init__(records, cfg, cache_dir, before_each=self._check_stop if should_stop is not None else None)
+
+    def load(self, record: CaseRecord) -> PreprocessedCase:
+        """Preprocess one case (from the cache when it is there) and keep the cache in its limit."""
+        case = super().load(record)
+        if self.cache_dir is not None:
+            touch_entry(self.cache_dir, case.content_hash)
+            if self.limit_bytes is not None:
+                prune_cache(self.cache_dir, self.limit_bytes, keep=[case.content_hash])
+        return case
 
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
