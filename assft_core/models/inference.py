@@ -81,6 +81,7 @@ def predict_probs(
     image: torch.Tensor,
     cfg: InferenceConfig,
     observer: WindowObserver | None = None,
+    output_device: torch.device | None = None,
 ) -> torch.Tensor:
     """Softmax of `network` over a whole volume by sliding-window inference.
 
@@ -95,9 +96,12 @@ def predict_probs(
         image: (C, D, H, W) preprocessed volume.
         cfg: sliding-window settings.
         observer: optional; sees every window batch of the identity pass (scoring-pass hooks).
+        output_device: where the windows are summed and the softmax volume returned (None: the
+            CPU). The scoring pass keeps it on the GPU it runs on, so its metrics read the softmax
+            there (no round trip of the volume); the same float32 sums either way.
 
     Returns:
-        (K, D, H, W) float32 softmax on the CPU.
+        (K, D, H, W) float32 softmax on `output_device` (the CPU by default).
 
     Raises:
         AssftError: on a non-4D image, `n_tta` outside 1..8, or an unexpected network output.
@@ -136,7 +140,7 @@ def predict_probs(
                     predictor=predictor,
                     overlap=cfg.overlap,
                     mode="constant",
-                    device=torch.device("cpu"),
+                    device=torch.device("cpu") if output_device is None else torch.device(output_device),
                     with_coord=True,
                 )
                 assert isinstance(probs, torch.Tensor)
@@ -149,6 +153,27 @@ def predict_probs(
         # (a 15-class CT at 1.5 mm is ~0.7 GB per copy); n_tta = 1 needs no division at all.
         total.div_(cfg.n_tta)
     return total[0]
+
+
+def softmax_device(network: nn.Module, cfg: InferenceConfig, n_classes: int, shape: tuple[int, ...]) -> torch.device:
+    """Where a scoring pass keeps its (K, D, H, W) softmax: the network's GPU when the volume
+    (with MONAI's count map and one TTA copy) takes at most half its free memory, else the CPU.
+
+    Args:
+        network: the network (its parameters' device decides).
+        cfg: sliding-window settings.
+        n_classes: K.
+        shape: (D, H, W) of the preprocessed volume.
+    """
+    device = network_device(network, cfg)
+    if device.type != "cuda":
+        return torch.device("cpu")
+    voxels = 1
+    for s in shape:
+        voxels *= int(s)
+    need = 4 * voxels * (n_classes * (2 if cfg.n_tta > 1 else 1) + 1)
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if need <= free // 2 else torch.device("cpu")
 
 
 def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig) -> tuple[torch.Tensor, int]:

@@ -34,3 +34,23 @@ def test_labels_equal_the_argmax_of_the_softmax(net: torch.nn.Module, shape: tup
     assert k == 5 and labels.shape == shape
     assert torch.equal(labels, expected)
     assert len(torch.unique(labels)) > 1  # a non-trivial prediction
+
+
+def test_the_scoring_softmax_stays_on_the_cpu_for_a_cpu_network(net: torch.nn.Module) -> None:
+    from assft_core.models.inference import softmax_device
+
+    cfg = InferenceConfig(roi_size=(16, 16, 16), device="cpu")
+    assert softmax_device(net, cfg, 5, (40, 24, 20)) == torch.device("cpu")
+    image = torch.randn(1, 20, 20, 20)
+    assert torch.equal(predict_probs(net, image, cfg, output_device=torch.device("cpu")), predict_probs(net, image, cfg))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_scoring_softmax_on_the_gpu_equals_the_cpu_sums(net: torch.nn.Module) -> None:
+    gpu = net.to("cuda")
+    cfg = InferenceConfig(roi_size=(16, 16, 16), device="cuda")
+    image = torch.randn(1, 40, 24, 20)
+    on_gpu = predict_probs(gpu, image, cfg, output_device=torch.device("cuda"))
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), predict_probs(gpu, image, cfg))
+    net.to("cpu")
