@@ -23,10 +23,11 @@ class Modality(str, enum.Enum):
 
 
 class BNMode(str, enum.Enum):
-    """What BatchNorm layers do while fine-tuning (METHOD.md §5)."""
+    """What normalisation layers do while fine-tuning (METHOD.md §5); per layer kind (BatchNorm,
+    InstanceNorm, GroupNorm, LayerNorm) in `assft_core.train.normalisation`."""
 
-    TRAIN = "train"  # running statistics adapt to the target data (default)
-    FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept
+    TRAIN = "train"  # running statistics adapt to the target data, affine parameters train (default)
+    FROZEN = "frozen"  # running statistics and affine parameters of f_0 kept; refused where none exist
 
 
 class Recipe(str, enum.Enum):
@@ -313,6 +314,8 @@ class ProjectConfig:
         score_test_cases: each round's scoring pass scores the test split too, for the
             dashboard's views (its heatmaps and embedding); never used by a query. Benchmarks turn
             it off: a quarter of the pass they would never look at.
+        cache_limit_gb: largest size of the preprocessing cache in GB (10^9 bytes); entries used
+            longest ago are deleted to fit (`session.cache`). None: no limit.
     """
 
     budget: int = 2
@@ -322,6 +325,7 @@ class ProjectConfig:
     heartbeat_s: float = 2.0
     stale_after_s: float = 30.0
     score_test_cases: bool = True
+    cache_limit_gb: float | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     query: QueryConfig = field(default_factory=QueryConfig)

@@ -184,8 +184,61 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_diagnose)
 
 
+def _run_scale(args: argparse.Namespace) -> int:
+    from assft_core.bench.scale import markdown_table, run_scale
+    from assft_core.fsutil import atomic_write_json, atomic_write_text
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise AssftError(f"{out} exists; choose another --out file or pass --force to replace it.")
+    report = run_scale(args)
+    atomic_write_json(out, report)
+    table = out.with_suffix(".md")
+    atomic_write_text(table, markdown_table(report))
+    print(f"written: {out} and {table}")
+    return 0
+
+
+def _add_scale(sub: argparse._SubParsersAction) -> None:
+    from assft_core.bench.scale import ORIENTATIONS, PHASES
+
+    p = sub.add_parser(
+        "scale",
+        help="time and peak RSS per phase on a real-size synthetic CT and as the pool grows",
+        description="Writes synthetic CT cases (int16 HU, uint8 labels, ellipsoid structures) and measures each "
+        "phase in its own child process: wall time and peak resident set (the child's ru_maxrss, imports included; "
+        "the baseline phase is the floor). Real-size phases (preprocess, metrics, evaluate) use one --shape case; "
+        "pool phases (score, ssft) run for each --pool-sizes N. JSON to --out and a Markdown table beside it.",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="phases to measure (default all)")
+    p.add_argument("--shape", type=_positive, nargs=3, default=[512, 512, 240], metavar=("X", "Y", "Z"),
+                   help="real-size case in voxels (default 512 512 240)")
+    p.add_argument("--classes", type=_positive, default=15, help="classes of the real-size case, background included")
+    p.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.5], metavar=("X", "Y", "Z"),
+                   help="voxel size of the synthetic scans in mm (default 0.8 0.8 1.5)")
+    p.add_argument("--model-spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], metavar=("X", "Y", "Z"),
+                   help="the model's grid in mm for the real-size case (default 1.5 1.5 1.5)")
+    p.add_argument("--orientation", choices=ORIENTATIONS, default="LPS", help="axes of the synthetic scans")
+    p.add_argument("--roi", type=_positive, nargs=3, default=[96, 96, 96], metavar=("D", "H", "W"),
+                   help="sliding-window ROI of the real-size evaluation (default 96 96 96)")
+    p.add_argument("--pool-sizes", type=_positive, nargs="+", default=[4, 16, 64], metavar="N",
+                   help="pool sizes of the pool phases (default 4 16 64)")
+    p.add_argument("--pool-shape", type=_positive, nargs=3, default=[64, 64, 48], metavar=("X", "Y", "Z"),
+                   help="voxels of each pool case (default 64 64 48)")
+    p.add_argument("--pool-classes", type=_positive, default=4, help="classes of the pool cases (default 4)")
+    p.add_argument("--pool-spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], metavar=("X", "Y", "Z"),
+                   help="voxel size of the pool cases and the tiny model's grid in mm (default 1.5 1.5 1.5)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads in each child (default 1)")
+    p.add_argument("--work", metavar="DIR", help="where the synthetic cases go (default: a new temp folder)")
+    p.set_defaults(func=_run_scale)
+
+
 # Benchmarks of the `bench` group; add a benchmark here.
-BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_cost, _add_strategies, _add_diagnose)
+BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_cost, _add_strategies, _add_diagnose, _add_scale,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -152,7 +152,8 @@ def run_diagnosis(
     from assft_core.bench.views import read_benchmark_dataset
     from assft_core.data.preprocess import preprocess_case
     from assft_core.models.loaded import load_model
-    from assft_core.train.evaluate import evaluate, load_eval_case
+    from assft_core.data.stream import LazyCases
+    from assft_core.train.evaluate import EvalCaseStream, evaluate
     from assft_core.train.ssft import run_round_training
 
     say = log or (lambda msg: None)
@@ -168,7 +169,7 @@ def run_diagnosis(
     if unknown or not picks:
         raise AssftError(f"picks {unknown or list(picks)} are not pool cases of {dataset}. Fix: name pool case ids.")
     infer_cfg = dataclasses.replace(InferenceConfig(), roi_size=tuple(f0.card.roi_size), device=device)
-    test = [load_eval_case(c, pre_cfg, cache_dir=cache) for c in manifest.cases if c.split is Split.TEST and c.label_path]
+    test = EvalCaseStream([c for c in manifest.cases if c.split is Split.TEST and c.label_path], pre_cfg, cache)
     k = f0.card.out_channels
 
     def site_means(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def run_diagnosis(
     def reference(case_id: str) -> Any:
         # The oracle's label on the preprocessed grid: only to measure pseudo-label accuracy.
         return preprocess_case(by_id[case_id], pre_cfg, cache_dir=cache).label
-    unlabelled = [preprocess_case(dataclasses.replace(c, label_path=None), pre_cfg, cache_dir=cache) for c in pool if c.case_id not in picks]
+    unlabelled = LazyCases([dataclasses.replace(c, label_path=None) for c in pool if c.case_id not in picks], pre_cfg, cache)
     base_cfg = base_train or TrainConfig()
     for variant in variants:
         path = out / f"{variant.name}.json"

@@ -227,6 +227,12 @@ def _check_label_values(report: IntegrityReport, label: _Loaded, classes: dict[i
         if outside:
             _err(report, path, f"label values {outside} are not declared classes {sorted(classes)}.",
                  "renumber the label, or declare these classes (dataset.json labels / --classes K).")
+        absent = sorted(set(classes) - vset - {0})
+        if absent and vset != {0}:
+            names = ", ".join(f"{k} {classes[k]}" for k in absent[:8]) + (" ..." if len(absent) > 8 else "")
+            _warn(report, path, f"declared class(es) absent from this label: {names}.",
+                  "fine when the structure is really absent from this scan (resected, outside the field of view); "
+                  "otherwise check the label.")
     else:
         expected = set(range(max(vset) + 1))
         if vset != expected:

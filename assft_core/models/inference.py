@@ -81,6 +81,7 @@ def predict_probs(
     image: torch.Tensor,
     cfg: InferenceConfig,
     observer: WindowObserver | None = None,
+    output_device: torch.device | None = None,
 ) -> torch.Tensor:
     """Softmax of `network` over a whole volume by sliding-window inference.
 
@@ -95,9 +96,12 @@ def predict_probs(
         image: (C, D, H, W) preprocessed volume.
         cfg: sliding-window settings.
         observer: optional; sees every window batch of the identity pass (scoring-pass hooks).
+        output_device: where the windows are summed and the softmax volume returned (None: the
+            CPU). The scoring pass keeps it on the GPU it runs on, so its metrics read the softmax
+            there (no round trip of the volume); the same float32 sums either way.
 
     Returns:
-        (K, D, H, W) float32 softmax on the CPU.
+        (K, D, H, W) float32 softmax on `output_device` (the CPU by default).
 
     Raises:
         AssftError: on a non-4D image, `n_tta` outside 1..8, or an unexpected network output.
@@ -136,12 +140,116 @@ def predict_probs(
                     predictor=predictor,
                     overlap=cfg.overlap,
                     mode="constant",
-                    device=torch.device("cpu"),
+                    device=torch.device("cpu") if output_device is None else torch.device(output_device),
                     with_coord=True,
                 )
                 assert isinstance(probs, torch.Tensor)
-                total = probs if total is None else total + probs
+                total = probs if total is None else total.add_(probs)
     finally:
         network.train(was_training)
     assert total is not None
-    return (total / cfg.n_tta)[0].float()
+    if cfg.n_tta > 1:
+        # In place: the numbers of `total / n_tta` without a second (K, D, H, W) float32 volume
+        # (a 15-class CT at 1.5 mm is ~0.7 GB per copy); n_tta = 1 needs no division at all.
+        total.div_(cfg.n_tta)
+    return total[0]
+
+
+def softmax_device(network: nn.Module, cfg: InferenceConfig, n_classes: int, shape: tuple[int, ...]) -> torch.device:
+    """Where a scoring pass keeps its (K, D, H, W) softmax: the network's GPU when the volume
+    (with MONAI's count map and one TTA copy) takes at most half its free memory, else the CPU.
+
+    Args:
+        network: the network (its parameters' device decides).
+        cfg: sliding-window settings.
+        n_classes: K.
+        shape: (D, H, W) of the preprocessed volume.
+    """
+    device = network_device(network, cfg)
+    if device.type != "cuda":
+        return torch.device("cpu")
+    voxels = 1
+    for s in shape:
+        voxels *= int(s)
+    need = 4 * voxels * (n_classes * (2 if cfg.n_tta > 1 else 1) + 1)
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if need <= free // 2 else torch.device("cpu")
+
+
+def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig) -> tuple[torch.Tensor, int]:
+    """Argmax of `predict_probs` without its whole (K, D, H, W) softmax volume in memory.
+
+    The same windows, batches and constant blending as MONAI's sliding-window inference, so the
+    same sums per voxel in the same order, divided by the same counts: the labels equal
+    `predict_probs(...).max(0).indices` exactly. Windows come in MONAI's scan order (first axis
+    outermost); voxels before the next window's start along the first axis are final, so they are
+    divided, reduced to their argmax and released. Peak memory is one slab of K × roi_D × H × W
+    float32 instead of K × D × H × W (a 15-class CT of 246 × 192 × 240 voxels: ~0.27 GB instead
+    of ~0.68 GB; the slab does not grow with D). Flip TTA (`n_tta` > 1) and volumes smaller than
+    the ROI (MONAI pads those) take `predict_probs` and its argmax.
+
+    Args:
+        network: maps (B, C, *roi) to logits (B, K, *roi), or to a tuple whose first item is that.
+        image: (C, D, H, W) preprocessed volume.
+        cfg: sliding-window settings.
+
+    Returns:
+        ((D, H, W) int64 class indices on the CPU (first maximum on ties, as `max(0).indices`),
+        K: the number of classes the network predicts).
+
+    Raises:
+        AssftError: on a non-4D image, `n_tta` outside 1..8, or an unexpected network output.
+    """
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    if image.ndim != 4:
+        raise AssftError(f"image must be (C, D, H, W); got shape {tuple(image.shape)}.")
+    roi = tuple(int(r) for r in cfg.roi_size)
+    size = tuple(int(s) for s in image.shape[1:])
+    if cfg.n_tta != 1 or any(s < r for s, r in zip(size, roi)):
+        probs = predict_probs(network, image, cfg)
+        return probs.max(dim=0).indices, int(probs.shape[0])
+    overlap = (float(cfg.overlap),) * 3
+    slices = dense_patch_slices(size, roi, _get_scan_interval(size, roi, 3, overlap))
+    device = network_device(network, cfg)
+    was_training = network.training
+    network.eval()
+    batch = image[None].to(device=device, dtype=torch.float32)
+    labels = torch.empty(size, dtype=torch.int64)
+    depth = min(roi[0], size[0])
+    acc: torch.Tensor | None = None  # (K, depth, H, W): sums of the voxels [base, base + depth)
+    count = torch.zeros((depth, *size[1:]), dtype=torch.float32)
+    base = 0
+
+    def finish(upto: int) -> None:
+        # Voxels [base, upto) along the first axis are final: divide, argmax, shift the slab.
+        nonlocal base
+        n = upto - base
+        if n <= 0 or acc is None:
+            return
+        labels[base:upto] = (acc[:, :n] / count[None, :n]).max(dim=0).indices
+        acc[:, : depth - n] = acc[:, n:].clone()
+        acc[:, depth - n :] = 0
+        count[: depth - n] = count[n:].clone()
+        count[depth - n :] = 0
+        base = upto
+
+    try:
+        with torch.no_grad():
+            for start in range(0, len(slices), int(cfg.sw_batch_size)):
+                group = slices[start : start + int(cfg.sw_batch_size)]
+                windows = torch.cat([batch[(slice(None), slice(None), *s)] for s in group])
+                probs = torch.softmax(logits_of(network(windows)).float(), dim=1).cpu()
+                for s, p in zip(group, probs):
+                    finish(s[0].start)
+                    if acc is None:
+                        acc = torch.zeros((p.shape[0], depth, *size[1:]), dtype=torch.float32)
+                    local = (slice(s[0].start - base, s[0].stop - base), s[1], s[2])
+                    acc[(slice(None), *local)] += p
+                    count[local] += 1.0
+            finish(size[0])
+    finally:
+        network.train(was_training)
+    assert acc is not None
+    return labels, int(acc.shape[0])

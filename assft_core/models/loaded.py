@@ -21,7 +21,7 @@ from assft_core.errors import ModelError
 from assft_core.models.card import CARD_FILE, ModelCard
 from assft_core.models.checkpoint import LoadReport, load_weights
 from assft_core.models.hooks import ScoringObserver, WindowPartition
-from assft_core.models.inference import predict_probs, resolve_device
+from assft_core.models.inference import predict_probs, resolve_device, softmax_device
 from assft_core.models.outputs import ForwardOutputs
 from assft_core.models.registry import Backbone, get_backbone
 from assft_core.models.source_stats import SourceStats, batchnorm_source_stats, load_source_stats
@@ -117,7 +117,9 @@ class LoadedModel:
             embedding_from_output=self.is_torchscript,
             feature_axes=None if self.is_torchscript else self.backbone.feature_axes(self.network),
         ) as obs:
-            probs = predict_probs(self.network, image, cfg, observer=obs)
+            # The softmax stays on the GPU the pass runs on (when it fits): the metrics read it there.
+            out_device = softmax_device(self.network, cfg, self.card.out_channels, tuple(image.shape[1:]))
+            probs = predict_probs(self.network, image, cfg, observer=obs, output_device=out_device)
         return ForwardOutputs(
             probs=probs if self.has_head else None,
             embedding=obs.embedding() if self.has_embedding else None,

@@ -44,7 +44,7 @@ from assft_core.models.loaded import save_model, wrap_network
 from assft_core.models.registry import get_backbone
 from assft_core.models.source_stats import STATS_FILE, compute_source_stats, save_source_stats
 from assft_core.train.data import TrainData, TrainSample
-from assft_core.train.evaluate import EvalReport, evaluate, load_eval_case
+from assft_core.train.evaluate import EvalCaseStream, EvalReport, evaluate
 from assft_core.train.trainer import ProgressEvent, train
 
 BACKBONE = "unet"
@@ -358,7 +358,7 @@ def _evaluate_split(
     say(f"evaluating on {len(labelled)} {split.value} case(s)")
     if not labelled:
         return None
-    cases = [load_eval_case(c, preprocess) for c in labelled]
+    cases = EvalCaseStream(labelled, preprocess)  # one case in memory at a time
     return evaluate(network, cases, num_classes=len(manifest.classes), cfg=infer_cfg)
 
 

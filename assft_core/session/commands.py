@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--budget", type=int, help="cases proposed per round (default from settings: 2)")
     p.add_argument("--rounds", type=int, help="planned rounds (default from settings: 5)")
     p.add_argument("--strategy", help="query strategy (default from settings: assft)")
+    p.add_argument("--cache-limit", type=float, metavar="GB",
+                   help="largest size of the preprocessing cache in GB; least recently used entries are deleted")
+    p.add_argument("--classes", nargs="+", metavar="K|NAME",
+                   help="classes of a plain-folder dataset: K (background + K-1 classes) or the names in index order, "
+                   "background first (default: the model card's); MSD / nnU-Net datasets declare theirs")
     p.set_defaults(func=_init)
 
     p = with_project_option(sub.add_parser("import", help="import (or re-import) a dataset folder into the project"))
@@ -53,6 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = with_project_option(sub.add_parser("status", help="cases by site and split, labels, round state, jobs"))
     p.set_defaults(func=_status)
+
+    p = with_project_option(sub.add_parser(
+        "cache", help="size of the preprocessing cache, and its limit (least recently used entries deleted)",
+        description="Shows the preprocessing cache's size per case; --limit GB keeps it under GB (10^9 bytes) from "
+        "now on, deleting the entries used longest ago (a deleted entry is preprocessed again when needed)."))
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--limit", type=float, metavar="GB", help="set the cache limit in GB and prune to it now")
+    limit.add_argument("--no-limit", action="store_true", help="remove the cache limit")
+    p.set_defaults(func=_cache)
 
     p = with_project_option(sub.add_parser("query", help="propose picks for the scored round with a strategy"))
     p.add_argument("--strategy", help="strategy name (default: the project's)")
@@ -123,11 +137,17 @@ def _init(args: argparse.Namespace) -> int:
             cfg = from_dict(ProjectConfig, json.loads(Path(args.config).read_text()))
         except (OSError, ValueError) as exc:
             raise StateError(f"settings file {args.config}: {exc}") from None
-    for field, value in (("budget", args.budget), ("planned_rounds", args.rounds), ("strategy", args.strategy)):
+    if args.cache_limit is not None and args.cache_limit < 0:
+        raise StateError(f"--cache-limit {args.cache_limit}: give a size in GB ≥ 0.")
+    for field, value in (
+        ("budget", args.budget), ("planned_rounds", args.rounds), ("strategy", args.strategy),
+        ("cache_limit_gb", args.cache_limit),
+    ):
         if value is not None:
             setattr(cfg, field, value)
     model = args.model_config or args.model
-    project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle)
+    classes = parse_classes(args.classes) if args.classes else None
+    project = create_project(args.project, args.dataset, model, config=cfg, oracle=args.oracle, classes=classes)
     print(f"created project {project.folder}")
     _print_cases(project)
     from assft_core.errors import ModelError
@@ -142,6 +162,22 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_classes(values: list[str]) -> dict[int, str]:
+    """`--classes`: ["K"] -> {0: "background", 1: "class_1", ...}; names -> {0: names[0], ...}.
+
+    Raises:
+        StateError: K < 2, or fewer than two names.
+    """
+    if len(values) == 1 and values[0].isdigit():
+        k = int(values[0])
+        if k < 2:
+            raise StateError(f"--classes {k}: give at least 2 (background and one structure).")
+        return {0: "background", **{i: f"class_{i}" for i in range(1, k)}}
+    if len(values) < 2:
+        raise StateError(f"--classes {values}: give K, or at least two names (background first).")
+    return dict(enumerate(values))
+
+
 def _import(args: argparse.Namespace) -> int:
     project = project_from_args(args)
     summary = import_dataset_into(project, args.dataset)
@@ -151,10 +187,36 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from assft_core.session.cache import cache_usage, prune_cache
+    from assft_core.session.project import save_config
+    from assft_core.session.workspace import PREPROCESS_CACHE, cache_limit_bytes
+
+    project = project_from_args(args)
+    if args.limit is not None and args.limit < 0:
+        raise StateError(f"--limit {args.limit}: give a size in GB ≥ 0.")
+    if args.limit is not None or args.no_limit:
+        project = save_config(project, dataclasses.replace(project.config, cache_limit_gb=None if args.no_limit else args.limit))
+    folder = project.artifact_path(*PREPROCESS_CACHE)
+    limit = cache_limit_bytes(project)
+    if limit is not None:
+        removed = prune_cache(folder, limit)
+        if removed:
+            print(f"deleted {len(removed)} least recently used cache entr{'y' if len(removed) == 1 else 'ies'}")
+    print(cache_usage(folder, limit).describe())
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     project = project_from_args(args)
     print(f"project {project.folder}  (mode: {'oracle/demo' if project.oracle else 'expert labels'})")
     _print_cases(project)
+    from assft_core.session.cache import cache_usage
+    from assft_core.session.workspace import PREPROCESS_CACHE, cache_limit_bytes
+
+    print(cache_usage(project.artifact_path(*PREPROCESS_CACHE), cache_limit_bytes(project)).describe())
     from assft_core.session.evaluation import hd95_text
     from assft_core.session.round_change import format_change, round_changes
 

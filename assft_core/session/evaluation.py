@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assft_core.data.records import Split
 from assft_core.errors import StateError
@@ -23,6 +23,9 @@ from assft_core.session import labels, rounds, workspace
 from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
 from assft_core.session.workspace import ModelRef
+
+if TYPE_CHECKING:
+    from assft_core.train.evaluate import EvalCase
 
 ON_TEST = "test"
 ON_NEW_LABELS = "new_labels_biased"
@@ -72,7 +75,7 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
     from assft_core.data.io import load_label
     from assft_core.data.preprocess import preprocess_case
     from assft_core.models.loaded import load_model
-    from assft_core.train.evaluate import EvalCase, evaluate, load_eval_case
+    from assft_core.train.evaluate import EvalCase, EvalCaseStream, evaluate
 
     start = time.perf_counter()
     model = load_model(ref.path, device=device)
@@ -80,20 +83,24 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
     cache = workspace.preprocess_cache(project)
     infer_cfg = workspace.inference_settings(project, model.card, device)
     test = [c for c in list_cases(project, Split.TEST) if c.reference_label is not None]
+    # Streamed: one case (image, native label, prediction) in memory at a time.
+    cases: Iterable[EvalCase]
     if test:
-        cases = [load_eval_case(workspace.case_record(c, c.reference_label), pre_cfg, cache_dir=cache) for c in test]
-        on, note = ON_TEST, f"{len(cases)} labelled test case(s), native grids"
+        cases = EvalCaseStream([workspace.case_record(c, c.reference_label) for c in test], pre_cfg, cache)
+        n_cases = len(test)
+        on, note = ON_TEST, f"{n_cases} labelled test case(s), native grids"
     else:
         picked = _new_labels(project, round_idx) if round_idx is not None else {}
         pool = {c.case_id: c for c in list_cases(project, Split.POOL)}
-        cases = [
+        chosen = [(cid, path) for cid, path in picked.items() if cid in pool]
+        cases = (
             EvalCase(
                 case=preprocess_case(workspace.case_record(pool[cid]), pre_cfg, cache_dir=cache),
                 native_label=load_label(path, max_voxels=pre_cfg.max_voxels).array[0],
             )
-            for cid, path in picked.items()
-            if cid in pool
-        ]
+            for cid, path in chosen
+        )
+        n_cases = len(chosen)
         on, note = ON_NEW_LABELS, BIASED_NOTE
     report = evaluate(model.network, cases, num_classes=model.card.out_channels, cfg=infer_cfg).to_dict()
     overall = report.get("overall") or {}
@@ -101,7 +108,7 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         evaluated_on=on,
         note=note,
         model=ref.tag,
-        n_cases=len(cases),
+        n_cases=n_cases,
         mean_dice=overall.get("mean_dice"),
         mean_hd95_mm=overall.get("mean_hd95_mm"),
         eval_wall_s=time.perf_counter() - start,

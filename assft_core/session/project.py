@@ -81,6 +81,7 @@ def create_project(
     *,
     config: ProjectConfig | None = None,
     oracle: bool = False,
+    classes: dict[int, str] | None = None,
 ) -> Project:
     """Create a project folder, its store, and import the dataset.
 
@@ -92,6 +93,9 @@ def create_project(
             change the project.
         config: project settings (default: `ProjectConfig()`).
         oracle: demo/benchmark mode (labels of pool cases come from the dataset, marked oracle).
+        classes: the classes of a plain-folder dataset (index -> name, 0 = background); None: the
+            model card's. Declared classes let a case lack a structure (a warning, not "not
+            consecutive"). MSD / nnU-Net datasets declare their own in dataset.json.
 
     Returns:
         The open project.
@@ -116,7 +120,11 @@ def create_project(
     existed = root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:  # a failure leaves nothing behind (DICOM series are converted into the new folder)
-        manifest, reports = _scan(dataset_path, classes=None, cfg=cfg.preprocess, dicom_out=root / ARTIFACTS / DICOM_DIR)
+        folder_classes = classes if classes is not None else _card_classes(model_path)
+        manifest, reports = _scan(
+            dataset_path, classes=None, cfg=cfg.preprocess, dicom_out=root / ARTIFACTS / DICOM_DIR,
+            folder_classes=folder_classes,
+        )
         _initialise(root, cfg, oracle, model_path, manifest, reports)
     except BaseException:
         _remove_created(root, keep_folder=existed)
@@ -289,22 +297,38 @@ def import_dataset_into(project: Project, dataset_dir: str | os.PathLike[str]) -
     """
     manifest, reports = _scan(
         Path(dataset_dir).absolute(), classes=project.classes or None, cfg=project.config.preprocess,
-        dicom_out=project.artifact_path(DICOM_DIR),
+        dicom_out=project.artifact_path(DICOM_DIR), folder_classes=project.classes or None,
     )
     with store.transaction(project.db) as conn:
         summary = _write_cases(conn, project, manifest, reports)
     return summary
 
 
+def _card_classes(model_path: Path) -> dict[int, str] | None:
+    """The classes of the model card at `model_path` (folder or card file); None when it cannot be
+    read (the project is still created; scoring reports the card's problem)."""
+    from assft_core.errors import ModelError
+    from assft_core.models.card import ModelCard
+
+    try:
+        return dict(ModelCard.load(model_path).classes)
+    except (ModelError, OSError, ValueError):
+        return None
+
+
 def _scan(
-    dataset_dir: Path, classes: dict[int, str] | None, cfg: PreprocessConfig, dicom_out: Path | None = None
+    dataset_dir: Path,
+    classes: dict[int, str] | None,
+    cfg: PreprocessConfig,
+    dicom_out: Path | None = None,
+    folder_classes: dict[int, str] | None = None,
 ) -> tuple[DatasetManifest, dict[str, IntegrityReport]]:
     """Parse a dataset folder and check every case (no store access: may be slow); DICOM series
-    are written as NIfTI into `dicom_out`."""
+    are written as NIfTI into `dicom_out`; a plain folder gets `folder_classes` (None: none declared)."""
     from assft_core.data.importers import import_dataset
     from assft_core.data.integrity import check_dataset
 
-    manifest = import_dataset(dataset_dir, dicom_out=dicom_out)
+    manifest = import_dataset(dataset_dir, classes=folder_classes, dicom_out=dicom_out)
     if classes is not None and classes != manifest.classes:
         raise DataError(
             f"{manifest.root}: classes {manifest.classes} differ from the project's {classes}; "

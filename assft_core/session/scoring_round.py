@@ -94,6 +94,7 @@ def score_round(project: Project, sink: ProgressSink, *, device: str = "auto", e
         pre_cfg,
         workspace.preprocess_cache(project),
         sink.should_stop,
+        limit_bytes=workspace.cache_limit_bytes(project),
     )
     refs = [workspace.base_model(project)]
     current = workspace.model_for_round(project, info.idx)

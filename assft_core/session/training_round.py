@@ -312,10 +312,10 @@ def _prepare_cases(project: Project, round_idx: int, sink: ProgressSink) -> _Rou
         preprocess_case(workspace.case_record(c, current[c.case_id].file), pre_cfg, cache_dir=cache)
         for c in labelled_cases
     ]
-    unlabelled = list(
-        workspace.CaseStream(
-            [workspace.case_record(c) for c in pool if c.case_id not in current], pre_cfg, cache, sink.should_stop
-        )
+    # Streamed: U \ L is read one case at a time by every pass over it (memory flat in the pool size).
+    unlabelled = workspace.CaseStream(
+        [workspace.case_record(c) for c in pool if c.case_id not in current], pre_cfg, cache, sink.should_stop,
+        limit_bytes=workspace.cache_limit_bytes(project),
     )
     return _RoundCases(pool, current, labelled_cases, labelled, unlabelled, pre_cfg, cache)
 

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from assft_core.config import InferenceConfig, PreprocessConfig
 from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.data.stream import LazyCases
 from assft_core.errors import ModelError, StateError
 from assft_core.models.card import CARD_FILE, ModelCard
 from assft_core.session import rounds
+from assft_core.session.cache import limit_bytes_of, prune_cache, touch_entry
 from assft_core.session.jobs import JobCancelled
 from assft_core.session.project import CaseInfo, Project
 
@@ -134,8 +136,17 @@ def inference_settings(project: Project, card: ModelCard, device: str) -> Infere
 
 
 def preprocess_cache(project: Project) -> Path:
-    """The folder of cached preprocessed cases."""
-    return project.artifact_path(*PREPROCESS_CACHE)
+    """The folder of cached preprocessed cases (pruned to the project's limit when it has one)."""
+    folder = project.artifact_path(*PREPROCESS_CACHE)
+    limit = cache_limit_bytes(project)
+    if limit is not None:
+        prune_cache(folder, limit)
+    return folder
+
+
+def cache_limit_bytes(project: Project) -> int | None:
+    """The project's preprocessing-cache limit in bytes (`ProjectConfig.cache_limit_gb`), or None."""
+    return limit_bytes_of(project.config.cache_limit_gb)
 
 
 def case_record(case: CaseInfo, label: Path | None = None) -> CaseRecord:
@@ -143,14 +154,19 @@ def case_record(case: CaseInfo, label: Path | None = None) -> CaseRecord:
     return CaseRecord(case.case_id, tuple(case.image_paths), label, case.site, case.split)
 
 
-class CaseStream:
+class CaseStream(LazyCases):
     """Preprocessed cases made one at a time as they are iterated (memory stays flat).
+
+    A `LazyCases` (ids and sites known without loading; `len`, indexing, `by_id`) whose every
+    case is preceded by a stop check, and whose cache entries are marked used (and the cache kept
+    under `limit_bytes`, least recently used entries deleted first: `session.cache`).
 
     Args:
         records: the cases, in order.
         cfg: preprocessing settings.
         cache_dir: preprocessing cache folder (None: no cache).
         should_stop: polled before each case; True raises `JobCancelled`.
+        limit_bytes: largest size of the cache folder (None: no limit).
     """
 
     def __init__(
@@ -159,22 +175,24 @@ class CaseStream:
         cfg: PreprocessConfig,
         cache_dir: Path | None,
         should_stop: Callable[[], bool] | None = None,
+        limit_bytes: int | None = None,
     ) -> None:
-        self.records = list(records)
-        self.cfg = cfg
-        self.cache_dir = cache_dir
         self.should_stop = should_stop
+        self.limit_bytes = limit_bytes
+        super().__init__(records, cfg, cache_dir, before_each=self._check_stop if should_stop is not None else None)
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def load(self, record: CaseRecord) -> PreprocessedCase:
+        """Preprocess one case (from the cache when it is there) and keep the cache in its limit."""
+        case = super().load(record)
+        if self.cache_dir is not None:
+            touch_entry(self.cache_dir, case.content_hash)
+            if self.limit_bytes is not None:
+                prune_cache(self.cache_dir, self.limit_bytes, keep=[case.content_hash])
+        return case
 
-    def __iter__(self) -> Iterator[PreprocessedCase]:
-        from assft_core.data.preprocess import preprocess_case
-
-        for record in self.records:
-            if self.should_stop is not None and self.should_stop():
-                raise JobCancelled()
-            yield preprocess_case(record, self.cfg, cache_dir=self.cache_dir)
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise JobCancelled()
 
 
 def check_job_round(project: Project, params: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
-from monai.networks.utils import one_hot
 from torch import nn
 
 from assft_core.config import InferenceConfig, PreprocessConfig
@@ -26,7 +25,7 @@ from assft_core.data.io import load_label, spacing_from_affine
 from assft_core.data.preprocess import invert_label, preprocess_case
 from assft_core.data.records import CaseRecord, PreprocessedCase
 from assft_core.errors import DataError, ModelError
-from assft_core.models.inference import predict_probs
+from assft_core.models.inference import predict_labels
 
 
 @dataclass
@@ -59,6 +58,34 @@ def load_eval_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path
     return EvalCase(case=case, native_label=load_label(record.label_path, max_voxels=cfg.max_voxels).array[0])
 
 
+class EvalCaseStream:
+    """Labelled cases made one at a time as they are iterated (re-iterable; memory stays flat).
+
+    Each iteration preprocesses (or reads from the cache) one case and loads its native label, so
+    an evaluation over many real-size test cases holds one of them at a time.
+
+    Args:
+        records: the cases, each with a label file.
+        cfg: preprocessing settings.
+        cache_dir: preprocessing cache folder (None: no cache).
+
+    Raises:
+        DataError (while iterating): a case has no label, or its files are unusable.
+    """
+
+    def __init__(self, records: Sequence[CaseRecord], cfg: PreprocessConfig, cache_dir: Path | None = None) -> None:
+        self.records = list(records)
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[EvalCase]:
+        for record in self.records:
+            yield load_eval_case(record, self.cfg, cache_dir=self.cache_dir)
+
+
 @dataclass
 class ClassScore:
     """Scores of one foreground class in one case.
@@ -85,20 +112,56 @@ class ClassScore:
         return d
 
 
+HD95_MARGIN_VOXELS = 2
+"""Voxels added on each side of a structure's bounding box (union of reference and prediction)
+before its surface distances are computed; MONAI crops to the box plus one voxel itself, so any
+margin ≥ 1 gives the numbers of the whole volume."""
+
+
+def _class_indices(a: np.ndarray, num_classes: int) -> np.ndarray:
+    """`a` as an unsigned integer array (no copy when it already is one), for `find_objects`."""
+    if a.dtype in (np.uint8, np.uint16):
+        return a
+    return a.astype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def _union_box(
+    a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: Sequence[int], margin: int
+) -> tuple[slice, ...]:
+    """The smallest box holding boxes `a` and `b` (either may be None), grown by `margin` voxels
+    on each side and clipped to `shape`."""
+    boxes = [x for x in (a, b) if x is not None]
+    return tuple(
+        slice(max(0, min(x[d].start for x in boxes) - margin), min(int(n), max(x[d].stop for x in boxes) + margin))
+        for d, n in enumerate(shape)
+    )
+
+
 def score_classes(
     pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing_mm: Sequence[float]
 ) -> dict[int, ClassScore]:
-    """Dice and HD95 (MONAI metrics) of each foreground class 1..K-1.
+    """Dice and HD95 (MONAI metrics) of each foreground class 1..K-1, one class at a time.
+
+    Memory stays per class and per structure: one pass of `scipy.ndimage.find_objects` over each
+    volume gives every class's bounding box; then each class's boolean masks are made only inside
+    the union of its reference and predicted boxes (plus `HD95_MARGIN_VOXELS`), where MONAI's
+    `compute_dice` and `compute_hausdorff_distance` run. No one-hot volume is made; the numbers
+    are those of the whole-volume computation (MONAI crops surfaces to that box itself).
 
     Args:
-        pred: (X, Y, Z) predicted class indices.
+        pred: (X, Y, Z) predicted class indices (any integer dtype; uint8 avoids a copy).
         ref: (X, Y, Z) reference class indices, same grid.
         num_classes: K, including background.
         spacing_mm: voxel size in mm along the three axes (from the affine).
 
+    Returns:
+        Class index k in 1..K-1 -> its `ClassScore` (HD95 in mm; inf when missed).
+
     Raises:
-        DataError: shapes differ, or `ref` holds a class ≥ K.
+        DataError: shapes differ, or `ref` holds a class ≥ K or < 0.
     """
+    from scipy.ndimage import find_objects
+
     if pred.shape != ref.shape:
         raise DataError(f"prediction grid {pred.shape} differs from the reference label grid {ref.shape}.")
     if ref.size and (int(ref.max()) >= num_classes or int(ref.min()) < 0):
@@ -106,14 +169,22 @@ def score_classes(
             f"the reference label holds class {int(ref.max())}, but the model predicts {num_classes} classes. "
             "Fix: check the label's values against the project's classes."
         )
-    p = one_hot(torch.as_tensor(pred.astype(np.int64))[None, None], num_classes, dim=1).bool()
-    r = one_hot(torch.as_tensor(ref.astype(np.int64))[None, None], num_classes, dim=1).bool()
-    # ignore_empty=False: an empty reference with a non-empty prediction scores 0 (a false positive).
-    dice = compute_dice(p, r, include_background=False, ignore_empty=False)[0]
+    pred_i, ref_i = _class_indices(np.asarray(pred), num_classes), _class_indices(np.asarray(ref), num_classes)
+    boxes_p = find_objects(pred_i, max_label=num_classes - 1) if pred_i.size else [None] * (num_classes - 1)
+    boxes_r = find_objects(ref_i, max_label=num_classes - 1) if ref_i.size else [None] * (num_classes - 1)
     spacing = [float(s) for s in spacing_mm]
     scores: dict[int, ClassScore] = {}
     for k in range(1, num_classes):
-        n_ref, n_pred = int(r[0, k].sum()), int(p[0, k].sum())
+        box_p, box_r = boxes_p[k - 1], boxes_r[k - 1]
+        if box_p is None and box_r is None:
+            scores[k] = ClassScore(dice=None, hd95_mm=None, missed=False, ref_voxels=0, pred_voxels=0)
+            continue
+        box = _union_box(box_p, box_r, ref_i.shape, HD95_MARGIN_VOXELS)
+        p = torch.from_numpy(np.ascontiguousarray(pred_i[box] == k))[None, None]
+        r = torch.from_numpy(np.ascontiguousarray(ref_i[box] == k))[None, None]
+        n_ref, n_pred = int(r.sum()), int(p.sum())
+        # ignore_empty=False: an empty reference with a non-empty prediction scores 0 (a false positive).
+        dice = float(compute_dice(p, r, include_background=True, ignore_empty=False)[0, 0])
         hd95: float | None = None
         if n_ref and not n_pred:
             hd95 = math.inf
@@ -121,17 +192,12 @@ def score_classes(
             with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal call (get_mask_edges)
                 warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
                 hd95 = float(
-                    compute_hausdorff_distance(
-                        p[:, k : k + 1], r[:, k : k + 1], include_background=True, percentile=95, spacing=spacing
-                    )[0, 0]
+                    compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0, 0]
                 )
         scores[k] = ClassScore(
-            dice=None if not n_ref and not n_pred else float(dice[k - 1]),
-            hd95_mm=hd95,
-            missed=bool(n_ref and not n_pred),
-            ref_voxels=n_ref,
-            pred_voxels=n_pred,
+            dice=dice, hd95_mm=hd95, missed=bool(n_ref and not n_pred), ref_voxels=n_ref, pred_voxels=n_pred
         )
+        del p, r
     return scores
 
 
@@ -253,18 +319,20 @@ def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceCon
     Raises:
         ModelError: the network predicts a number of classes other than `num_classes`.
     """
-    probs = predict_probs(network, torch.from_numpy(np.ascontiguousarray(case.image)), cfg)
-    if num_classes is not None and probs.shape[0] != num_classes:
+    # The argmax of the sliding-window softmax, one slab at a time (no (K, D, H, W) volume kept);
+    # the very labels of `predict_probs(...).max(0).indices`.
+    labels, k = predict_labels(network, torch.from_numpy(np.ascontiguousarray(case.image)), cfg)
+    if num_classes is not None and k != num_classes:
         raise ModelError(
-            f"the network predicts {probs.shape[0]} classes, the task has {num_classes}. "
+            f"the network predicts {k} classes, the task has {num_classes}. "
             "Fix: use a checkpoint with a head for the task's classes."
         )
-    # max(0).indices == argmax(0) (first maximum on ties), and ~20× faster over the class axis on CPU.
-    pred = probs.max(dim=0).indices.numpy().astype(np.uint8)
+    pred = labels.numpy().astype(np.uint8)
+    del labels
     return invert_label(pred, case)
 
 
-def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
+def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
     """Evaluate `network` on `cases` on their native grids (ASSFT, METHOD.md §5).
 
     Sliding-window inference (with `cfg.n_tta` flip TTA), argmax, inversion of the preprocessing,
@@ -272,7 +340,8 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
 
     Args:
         network: the model, on its device.
-        cases: test cases with native reference labels.
+        cases: test cases with native reference labels, consumed one at a time (an
+            `EvalCaseStream` or a generator holds one case in memory; only scores are kept).
         num_classes: K, including background.
         cfg: sliding-window settings.
 
@@ -296,6 +365,7 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
         pred = predict_native(network, ec.case, cfg, num_classes)
         classes = score_classes(pred, ref, num_classes, ec.native_spacing_mm)
         reports.append(CaseReport(case_id=ec.case.case_id, site=ec.case.site, classes=classes))
+        del ec, ref, pred  # the next case is made only after this one is released
     sites = sorted({r.site for r in reports})
     return EvalReport(
         num_classes=num_classes,

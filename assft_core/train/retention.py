@@ -33,6 +33,7 @@ from torch import nn
 
 from assft_core.config import BNMode, FinetuneConfig, InferenceConfig, QueryConfig, Recipe, TrainConfig, Trainable
 from assft_core.data.records import PreprocessedCase
+from assft_core.data.stream import case_ids, case_lookup
 from assft_core.errors import ModelError
 from assft_core.fsutil import atomic_write_json
 from assft_core.models.loaded import LoadedModel
@@ -138,16 +139,16 @@ class RoundRetention:
         Returns:
             The retention samples (empty without the `retention` recipe or without unlabelled cases).
         """
-        if not self.cfg.uses(Recipe.RETENTION) or not unlabelled:
+        if not self.cfg.uses(Recipe.RETENTION) or not len(unlabelled):
             return []
         assert self.base is not None
-        by_id = {c.case_id: c for c in unlabelled}
+        by_id = case_lookup(unlabelled)  # a streamed pool makes only the kept cases again
         report_path = folder / TARGETS_REPORT
-        kept = self._saved_targets(report_path, sorted(by_id))
+        kept = self._saved_targets(report_path, sorted(case_ids(unlabelled)))
         if kept is None:
             kept = self._make_targets(unlabelled, query_cfg, infer_cfg, ignore_index, folder, on_scored)
         self.log["retention"] = json.loads(report_path.read_text(encoding="utf-8"))
-        return [TrainSample(cid, by_id[cid].image, load_pseudo_label(folder, cid).label) for cid in kept]
+        return [TrainSample(cid, by_id(cid).image, load_pseudo_label(folder, cid).label) for cid in kept]
 
     def _saved_targets(self, report_path: Path, unlabelled_ids: list[str]) -> list[str] | None:
         if not report_path.is_file():
@@ -185,10 +186,10 @@ class RoundRetention:
 
         model = dataclasses.replace(self.base, source_stats=None, source_stats_origin="none")
         table = score_cases(
-            model, list(unlabelled), model_tag="f0_retention", cfg=query_cfg, infer_cfg=infer_cfg,
+            model, unlabelled, model_tag="f0_retention", cfg=query_cfg, infer_cfg=infer_cfg,
             out_dir=folder / "scores", cache_key=None, on_progress=on_scored, on_case=on_case,
         )
-        ids = [c.case_id for c in unlabelled]
+        ids = case_ids(unlabelled)
         confidence = table.column("confidence")[table.indices(ids)]
         n_keep = max(1, int(np.ceil(self.cfg.retention_fraction * len(ids))))
         order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")

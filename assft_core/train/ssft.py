@@ -33,6 +33,7 @@ from torch import nn
 
 from assft_core.config import FinetuneConfig, InferenceConfig, QueryConfig, Recipe, SSFTConfig, SSFTMode, TrainConfig
 from assft_core.data.records import PreprocessedCase
+from assft_core.data.stream import case_ids, case_lookup, case_sites, chain_cases
 from assft_core.errors import DataError, ModelError, StateError
 from assft_core.models.card import ModelCard
 from assft_core.models.loaded import LoadedModel, wrap_network
@@ -140,8 +141,9 @@ def run_round_training(
         network: f_t; maps (B, C, *patch) to logits (B, K, *patch).
         card: its model card (backbone, classes), for the scoring pass's hooks.
         labelled: L, preprocessed cases with their expert labels (1, D, H, W) uint8.
-        unlabelled: U \\ L, preprocessed pool cases (never test cases); their `label`, if any, is
-            never read (a reference for measurement goes through `reference`).
+        unlabelled: U \\ L, preprocessed pool cases (never test cases), best a `LazyCases` stream:
+            every pass over them reads one case at a time; their `label`, if any, is never read (a
+            reference for measurement goes through `reference`).
         train_cfg: trainer settings; `steps` and `seed` are set per phase (S, S_u; seed, seed + 1).
         ssft_cfg: mode, S, S_u, ρ, c_min, τ_v.
         query_cfg: ASD ROI settings used for c (and the embedding stages of z_t).
@@ -178,7 +180,7 @@ def run_round_training(
     retention = RoundRetention.build(finetune_cfg or FinetuneConfig(recipe=Recipe.PAPER), network, card.backbone, base)
     phase_cfg = retention.train_config(train_cfg)
     extra = retention.trainer_kwargs()
-    pool_cases = [*labelled, *unlabelled]
+    pool_cases = chain_cases(labelled, unlabelled)  # lazy: U \ L is streamed, never listed
     labelled_samples = [_labelled_sample(c) for c in labelled]
     retained = retention.retention_targets(
         unlabelled, query_cfg=query_cfg, infer_cfg=infer_cfg, ignore_index=train_cfg.ignore_index,
@@ -273,10 +275,11 @@ def _empty_selection(selection_dir: Path, cfg: SSFTConfig, labelled: Sequence[Pr
 def _pseudo_samples(
     report: ReliabilityReport, unlabelled: Sequence[PreprocessedCase], selection_dir: Path
 ) -> list[TrainSample]:
-    """R as training samples: each admitted case's image with its stored pseudo-label."""
-    by_id = {c.case_id: c for c in unlabelled}
+    """R as training samples: each admitted case's image with its stored pseudo-label (a streamed
+    pool loads only the admitted cases)."""
+    by_id = case_lookup(unlabelled)
     return [
-        TrainSample(cid, by_id[cid].image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
+        TrainSample(cid, by_id(cid).image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
         for cid in report.admitted_ids
     ]
 
@@ -317,13 +320,13 @@ def _select(
         if should_stop is not None and should_stop():
             raise _ScoringStopped
 
-    cases = [*labelled, *unlabelled] if unlabelled else []
+    cases = chain_cases(labelled, unlabelled) if len(unlabelled) else []
     table = score_cases(
         _scoring_model(network, card), cases, model_tag="f_t_sup", cfg=query_cfg, infer_cfg=infer_cfg,
         out_dir=selection_dir / SCORES_DIR, cache_key=None, on_progress=on_scored, on_case=on_case,
     )
     u_ids, l_ids = _ids(unlabelled), _ids(labelled)
-    if unlabelled:
+    if len(unlabelled):
         z = table.embeddings
         if z is None:
             raise ModelError("the model yields no encoder embedding, so the semantic distance s cannot be computed.")
@@ -333,7 +336,7 @@ def _select(
         confidence, distance, nearest = np.zeros(0), np.zeros(0), []
     report = reliability_report(
         u_ids, confidence, distance, cfg, labelled_ids=l_ids, nearest_labelled=nearest,
-        sites=[c.site for c in unlabelled], pseudo_labels=stats,
+        sites=case_sites(unlabelled), pseudo_labels=stats,
     )
     report.scoring_s = time.perf_counter() - t0
     report.save(selection_dir / REPORT_NAME)  # last: marks the phase done
@@ -409,4 +412,4 @@ def _elapsed(result: TrainResult) -> float:
 
 
 def _ids(cases: Sequence[PreprocessedCase]) -> list[str]:
-    return [c.case_id for c in cases]
+    return case_ids(cases)  # a streamed pool gives its ids without loading a case

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from assft_core.config import BNMode, TrainConfig, Trainable, to_dict
@@ -41,6 +40,7 @@ from assft_core.train.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
+from assft_core.train.normalisation import prepare_normalisation
 from assft_core.train.data import TrainData
 from assft_core.train.lora import attach_lora, merge_lora
 from assft_core.train.losses import MaskedDiceCELoss, ignore_ce, lambda_u_ramp
@@ -120,20 +120,15 @@ class TrainResult:
 
 
 def _prepare_bn(network: nn.Module, mode: BNMode) -> list[nn.Parameter]:
-    """Put BatchNorm layers in the mode's state and return the parameters to optimise.
+    """Put the normalisation layers in the mode's state and return the parameters to optimise.
 
-    `frozen`: BatchNorm layers run in eval mode (source running statistics kept) and their affine
-    parameters are left out of the optimiser (METHOD.md §5).
+    Every kind (BatchNorm, InstanceNorm, GroupNorm, LayerNorm) as `train.normalisation` says;
+    `frozen` keeps f_0's running statistics and affine parameters (METHOD.md §5).
+
+    Raises:
+        StateError: `frozen` on a network whose normalisation layers hold nothing to keep.
     """
-    network.train()
-    if BNMode(mode) is BNMode.TRAIN:
-        return [p for p in network.parameters() if p.requires_grad]
-    frozen: set[int] = set()
-    for module in network.modules():
-        if isinstance(module, _BatchNorm):
-            module.eval()
-            frozen.update(id(p) for p in module.parameters(recurse=False))
-    return [p for p in network.parameters() if p.requires_grad and id(p) not in frozen]
+    return prepare_normalisation(network, mode)[0]
 
 
 def _check_resume(state: dict[str, Any], cfg: TrainConfig, data: TrainData, path: Path) -> None:

@@ -90,3 +90,57 @@ def test_evaluation_on_the_native_grid_of_a_resampled_case(tmp_path: Path) -> No
     assert score.dice is not None and score.dice > 0.85
     # Boundary errors of a 2 mm round trip stay within about one native voxel diagonal (mm).
     assert score.hd95_mm is not None and score.hd95_mm <= math.sqrt(1.5**2 + 1.5**2 + 3.0**2) + 1e-6
+
+
+def _one_hot_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: tuple[float, ...]) -> dict:
+    """The whole-volume one-hot computation `score_classes` replaced (kept here as the reference)."""
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+    from monai.networks.utils import one_hot
+
+    p = one_hot(torch.as_tensor(pred.astype(np.int64))[None, None], num_classes, dim=1).bool()
+    r = one_hot(torch.as_tensor(ref.astype(np.int64))[None, None], num_classes, dim=1).bool()
+    dice = compute_dice(p, r, include_background=False, ignore_empty=False)[0]
+    out = {}
+    for k in range(1, num_classes):
+        n_ref, n_pred = int(r[0, k].sum()), int(p[0, k].sum())
+        hd95 = None
+        if n_ref and not n_pred:
+            hd95 = math.inf
+        elif n_ref and n_pred:
+            hd95 = float(compute_hausdorff_distance(p[:, k : k + 1], r[:, k : k + 1], percentile=95, spacing=list(spacing))[0, 0])
+        out[k] = (None if not n_ref and not n_pred else float(dice[k - 1]), hd95, bool(n_ref and not n_pred), n_ref, n_pred)
+    return out
+
+
+def _blobs(shape: tuple[int, int, int], classes: list[int], seed: int) -> np.ndarray:
+    """Random overlapping boxes of the given classes (later ones drawn over earlier ones)."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros(shape, np.uint8)
+    for k in classes:
+        for _ in range(2):
+            lo = [int(rng.integers(0, n - 2)) for n in shape]
+            hi = [min(n, lo_d + int(rng.integers(2, max(3, n // 2)))) for lo_d, n in zip(lo, shape)]
+            a[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = k
+    return a
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_class_boxes_give_the_one_hot_numbers(seed: int) -> None:
+    # 6 classes: 4 absent from the prediction, 5 absent from the reference, 3 absent from both;
+    # boxes may touch the volume's border; anisotropic voxels.
+    shape, spacing = (23, 17, 11), (0.8, 1.1, 2.5)
+    ref = _blobs(shape, [1, 2, 4], seed)
+    pred = _blobs(shape, [2, 1, 5], seed + 10)
+    pred[np.roll(ref == 1, 1, axis=0)] = 1  # a shifted copy of class 1: a finite, non-trivial HD95
+    expected = _one_hot_scores(pred, ref, 6, spacing)
+    got = score_classes(pred, ref, 6, spacing)
+    for k, (dice, hd95, missed, n_ref, n_pred) in expected.items():
+        s = got[k]
+        assert (s.ref_voxels, s.pred_voxels, s.missed) == (n_ref, n_pred, missed), k
+        assert s.dice == (pytest.approx(dice, abs=1e-7) if dice is not None else None), k
+        assert s.hd95_mm == (pytest.approx(hd95, abs=1e-6) if hd95 is not None else None), k
+    assert got[4].missed and got[4].hd95_mm == math.inf
+    assert got[5].dice == 0.0 and got[5].hd95_mm is None and got[3].dice is None
+    # Another integer dtype of the reference (int32, as load_label gives above 255) scores the same.
+    assert score_classes(pred, ref.astype(np.int32), 6, spacing) == got
