@@ -87,6 +87,12 @@ def _norm_layers(network: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield kind, module
 
 
+def keeps_something_frozen(network: nn.Module) -> bool:
+    """True when `frozen` would keep something of `network`: a normalisation layer with running
+    statistics or affine parameters (what `prepare_normalisation` refuses otherwise)."""
+    return any(_has_running_stats(m) or any(True for _ in m.parameters(recurse=False)) for _k, m in _norm_layers(network))
+
+
 def prepare_normalisation(network: nn.Module, mode: BNMode) -> tuple[list[nn.Parameter], NormReport]:
     """Put `network` in training mode with its normalisation layers as `mode` says (table above).
 

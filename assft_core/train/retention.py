@@ -43,6 +43,7 @@ from assft_core.query.scoring import score_cases
 from assft_core.train.anchoring import WeightAnchor, interpolate_weights
 from assft_core.train.data import TrainSample
 from assft_core.train.pseudo import load_pseudo_label, make_pseudo_label, save_pseudo_label
+from assft_core.train.normalisation import keeps_something_frozen
 from assft_core.train.recalibration import recalibrate_batchnorm
 
 RETENTION_DIR = "retention"
@@ -65,6 +66,7 @@ class RoundRetention:
         encoder: module names of the encoder stages (partial fine-tuning, LoRA).
         head: state-key prefixes of the class head.
         log: what each recipe step did, for the round's report (JSON-ready).
+        freezable: f_t has normalisation state `frozen_bn` can keep (`keeps_something_frozen`).
     """
 
     cfg: FinetuneConfig
@@ -72,6 +74,7 @@ class RoundRetention:
     encoder: list[str]
     head: tuple[str, ...]
     log: dict[str, Any] = field(default_factory=dict)
+    freezable: bool = True
 
     @classmethod
     def build(cls, cfg: FinetuneConfig, network: nn.Module, card_backbone: str, base: LoadedModel | None) -> RoundRetention:
@@ -93,7 +96,7 @@ class RoundRetention:
                 f"recipe {cfg.label} trains part of the network, but backbone {card_backbone!r} does not say where "
                 "its encoder is. Fix: use recipe 'paper' or 'adabn'."
             )
-        return cls(cfg, base, list(encoder), head, {"recipe": cfg.label})
+        return cls(cfg, base, list(encoder), head, {"recipe": cfg.label}, keeps_something_frozen(network))
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         """`train_cfg` with the parameters the recipe trains (`decoder`, `lora`, else all),
@@ -104,7 +107,15 @@ class RoundRetention:
             trainable = Trainable.DECODER
         elif self.cfg.uses(Recipe.LORA):
             trainable = Trainable.LORA
-        bn_mode = BNMode.FROZEN if self.cfg.uses(Recipe.FROZEN_BN) else train_cfg.bn_mode
+        bn_mode = train_cfg.bn_mode
+        if self.cfg.uses(Recipe.FROZEN_BN):
+            # The default recipe must not fail a network whose normalisation stores nothing (MONAI's
+            # default InstanceNorm): there `train` is what frozen would do, and the round says so.
+            bn_mode = BNMode.FROZEN if self.freezable else train_cfg.bn_mode
+            self.log["frozen_bn"] = "kept f_0's normalisation statistics and affine parameters" if self.freezable else (
+                "nothing to keep: the network's normalisation layers store no statistics or affine parameters, "
+                "so they were trained as they are"
+            )
         lr = train_cfg.lr if self.cfg.lr is None else self.cfg.lr
         return dataclasses.replace(train_cfg, trainable=trainable, bn_mode=bn_mode, lr=lr)
 

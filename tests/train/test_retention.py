@@ -267,6 +267,24 @@ def test_frozen_bn_recipe_freezes_batchnorm_for_the_round() -> None:
     assert frozen.bn_mode is BNMode.FROZEN and frozen.trainable is Trainable.DECODER
 
 
+def test_frozen_bn_recipe_trains_a_network_whose_norms_store_nothing_and_says_so() -> None:
+    """MONAI's UNet with its default InstanceNorm keeps no statistics or affine parameters: the
+    default recipe must still train it (bn_mode `frozen` itself would refuse it)."""
+    from assft_core.config import BNMode
+    from assft_core.train.normalisation import keeps_something_frozen, prepare_normalisation
+    from assft_core.train.retention import RoundRetention
+
+    net = get_backbone("unet").make(1, 3, {"channels": [4, 8], "strides": [2], "num_res_units": 1, "norm": "instance"})
+    assert not keeps_something_frozen(net) and keeps_something_frozen(_net())
+    with pytest.raises(Exception, match="nothing to freeze"):
+        prepare_normalisation(net, BNMode.FROZEN)
+    retention = RoundRetention.build(FinetuneConfig(recipe="frozen_bn+decoder"), net, "unet", None)
+    cfg = retention.train_config(TRAIN)
+    assert cfg.bn_mode is BNMode.TRAIN and "nothing to keep" in retention.log["frozen_bn"]
+    params, _report = prepare_normalisation(net, cfg.bn_mode)
+    assert params
+
+
 def test_the_round_learning_rate_overrides_the_trainers() -> None:
     from assft_core.train.retention import RoundRetention
 
