@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from assft_core.session.estimate import Estimate
 from assft_core.session.progress import read_progress_events  # noqa: F401 (the pages read it from here)
 from assft_core.session.rounds import RoundInfo, RoundState
 
@@ -233,3 +234,27 @@ def format_seconds(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def describe_estimate(estimate: Estimate) -> tuple[str, str]:
+    """An expected time in words: the headline and the breakdown per phase.
+
+    Returns:
+        ("about 2 min 10 s", "supervised 100 steps × 0.50 s (measured) · ... · start-up 5 s"); the
+        headline says "(a first guess)" when no phase was measured in this project yet, "(partly
+        measured)" when some were.
+    """
+    parts = [
+        f"{p.phase} {p.units} {p.unit}{'s' if p.units != 1 else ''} × {p.per_unit_s:.2f} s "
+        f"({'measured' if p.measured else 'guess'})"
+        for p in estimate.phases
+    ]
+    if estimate.fixed_s:
+        parts.append(f"start-up about {format_seconds(estimate.fixed_s)}")
+    if estimate.measured:
+        basis = "from this project's measured times"
+    elif any(p.measured for p in estimate.phases):
+        basis = "partly measured, partly a first guess"
+    else:
+        basis = "a first guess: no phase has run in this project yet"
+    return f"about {format_seconds(estimate.total_s)} ({basis})", " · ".join(parts)

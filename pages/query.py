@@ -8,11 +8,12 @@ import streamlit as st
 
 from app.case_views import cached_thumbnail, open_in_viewer, table_key
 from app.jobs_widget import is_active, job_panel, start_job
-from app.presenters import describe_pick, pick_numbers, pick_sentence
+from app.presenters import describe_estimate, describe_pick, pick_numbers, pick_sentence
 from app.ui import NEXT_STEP_UI, guard, require_project, round_banner
 from assft_core.query.strategies import get_strategy, list_strategies
 from assft_core.query.table import ScoreTable
 from assft_core.session import labels, rounds
+from assft_core.session.estimate import round_estimate, scoring_estimate
 from assft_core.session.project import Project
 from assft_core.session.query import next_in_line, pick_contexts, propose_round, swap_pick
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
@@ -35,6 +36,11 @@ def scoring_section(project: Project, info: RoundInfo) -> None:
             with guard("start the scoring pass"):
                 start_job(project, "score", {"round": info.idx})
                 st.rerun()
+        with guard("estimate the time"):
+            headline, parts = describe_estimate(scoring_estimate(project))
+            whole, _ = describe_estimate(round_estimate(project))
+            st.caption(f"Expected time of the scoring pass: **{headline}** ({parts}). A whole round at the "
+                       f"project's settings (scoring, fine-tuning, evaluation): {whole}.")
     else:
         st.write(f"Round {info.idx} is scored.")
     job_panel(project, "score", match={"round": info.idx})

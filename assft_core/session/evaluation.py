@@ -20,6 +20,7 @@ from assft_core.data.records import Split
 from assft_core.errors import StateError
 from assft_core.session import labels, rounds, workspace
 from assft_core.session.paths import atomic_write_bytes
+from assft_core.session.progress import CaseProgress, ProgressSink
 from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
 from assft_core.session.workspace import ModelRef
@@ -52,7 +53,8 @@ def hd95_text(summary: Mapping[str, Any]) -> str:
     return f"HD95 {value}" + ("" if missed is None else f" ({int(missed)} missed)")
 
 
-def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None) -> dict[str, Any]:
+def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None,
+                   sink: ProgressSink | None = None, share: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
     """Evaluate one model: on the labelled test cases, else (with `round_idx`) the biased fallback.
 
     Args:
@@ -60,6 +62,8 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         ref: the model to evaluate.
         device: "auto", "cpu" or "cuda[:i]".
         round_idx: the round whose new labels the fallback scores (None: no fallback).
+        sink: per-case progress (loading, then predicting and scoring each case) with a time-left
+            estimate, in `share` of the job's bar (None: silent).
 
     Returns:
         `EvalReport.to_dict()` (overall, per_site, cases) plus "evaluated_on" ("test" or
@@ -80,22 +84,28 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
     cache = workspace.preprocess_cache(project)
     infer_cfg = workspace.inference_settings(project, model.card, device)
     test = [c for c in list_cases(project, Split.TEST) if c.reference_label is not None]
+    picked = {} if test or round_idx is None else _new_labels(project, round_idx)
+    pool = {c.case_id: c for c in list_cases(project, Split.POOL)}
+    chosen = test or [pool[cid] for cid in picked if cid in pool]
+    # Two units per case: loading (preprocessing, often cached) and predicting + scoring.
+    step = CaseProgress(sink, "evaluate", f"evaluating {ref.tag}", 2 * len(chosen), share)
+    step(0, words="steps (load, then predict each case)")
+    cases = []
+    for i, c in enumerate(chosen, start=1):
+        if test:
+            cases.append(load_eval_case(workspace.case_record(c, c.reference_label), pre_cfg, cache_dir=cache))
+        else:
+            cases.append(EvalCase(
+                case=preprocess_case(workspace.case_record(c), pre_cfg, cache_dir=cache),
+                native_label=load_label(picked[c.case_id], max_voxels=pre_cfg.max_voxels).array[0],
+            ))
+        step(i, f"loaded {c.case_id}", words="steps")
     if test:
-        cases = [load_eval_case(workspace.case_record(c, c.reference_label), pre_cfg, cache_dir=cache) for c in test]
         on, note = ON_TEST, f"{len(cases)} labelled test case(s), native grids"
     else:
-        picked = _new_labels(project, round_idx) if round_idx is not None else {}
-        pool = {c.case_id: c for c in list_cases(project, Split.POOL)}
-        cases = [
-            EvalCase(
-                case=preprocess_case(workspace.case_record(pool[cid]), pre_cfg, cache_dir=cache),
-                native_label=load_label(path, max_voxels=pre_cfg.max_voxels).array[0],
-            )
-            for cid, path in picked.items()
-            if cid in pool
-        ]
         on, note = ON_NEW_LABELS, BIASED_NOTE
-    report = evaluate(model.network, cases, num_classes=model.card.out_channels, cfg=infer_cfg).to_dict()
+    report = evaluate(model.network, cases, num_classes=model.card.out_channels, cfg=infer_cfg,
+                      on_case=lambda done, cid: step(len(cases) + done, f"scored {cid}", words="steps")).to_dict()
     overall = report.get("overall") or {}
     report.update(
         evaluated_on=on,
@@ -117,7 +127,8 @@ def _new_labels(project: Project, round_idx: int) -> dict[str, Any]:
 
 
 def evaluate_round(
-    project: Project, *, device: str = "auto", extra: Mapping[str, Any] | None = None
+    project: Project, *, device: str = "auto", extra: Mapping[str, Any] | None = None,
+    sink: ProgressSink | None = None, share: tuple[float, float] = (0.0, 1.0),
 ) -> RoundInfo:
     """Evaluate the model trained in the current round and mark the round evaluated.
 
@@ -128,6 +139,7 @@ def evaluate_round(
         project: the open project (round `trained`).
         device: "auto", "cpu" or "cuda[:i]".
         extra: more metrics stored with the evaluation (e.g. the training's wall times).
+        sink, share: per-case progress (see `evaluate_model`).
 
     Returns:
         The round, now `evaluated`, with the metrics.
@@ -143,7 +155,7 @@ def evaluate_round(
     trained = ModelRef(f"round{info.idx + 1}", project.resolve(info.checkpoint))
     has_test = any(c.reference_label is not None for c in list_cases(project, Split.TEST))
     ref = trained if has_test else workspace.model_for_round(project, info.idx)
-    metrics = evaluate_model(project, ref, device=device, round_idx=info.idx)
+    metrics = evaluate_model(project, ref, device=device, round_idx=info.idx, sink=sink, share=share)
     metrics["labelled"] = len(_pool_labels(project))
     metrics["checkpoint"] = info.checkpoint
     metrics.update(extra or {})
@@ -160,7 +172,7 @@ def baseline_path(project: Project, ref: ModelRef) -> Path:
     return project.artifact_path(workspace.EVALUATIONS_DIR, f"{ref.tag}-{workspace.model_key(ref)[:16]}.json")
 
 
-def evaluate_baseline(project: Project, *, device: str = "auto") -> dict[str, Any]:
+def evaluate_baseline(project: Project, *, device: str = "auto", sink: ProgressSink | None = None) -> dict[str, Any]:
     """Round 0 of the protocol: f_0 as it is, on the test split; computed once per f_0 and stored.
 
     Returns:
@@ -171,7 +183,7 @@ def evaluate_baseline(project: Project, *, device: str = "auto") -> dict[str, An
     path = baseline_path(project, ref)
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    metrics = evaluate_model(project, ref, device=device)
+    metrics = evaluate_model(project, ref, device=device, sink=sink)
     atomic_write_bytes(path, json.dumps(metrics, indent=1, default=str).encode())
     return metrics
 

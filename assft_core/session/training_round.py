@@ -194,6 +194,8 @@ def train_round(
                 "wall_s": metrics["wall_s"], "ssft_mode": request.ssft_mode.value,
                 "ssft_admitted": metrics.get("admitted"), "recipe": metrics.get("recipe"),
             },
+            sink=sink,
+            share=(_PREP + _TRAIN, 1.0),
         )
         metrics["mean_dice"] = evaluated.metrics.get("mean_dice")
         metrics["evaluated_on"] = evaluated.metrics.get("evaluated_on")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,8 @@ def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceCon
     return invert_label(pred, case)
 
 
-def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
+def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int, cfg: InferenceConfig,
+             on_case: Callable[[int, str], None] | None = None) -> EvalReport:
     """Evaluate `network` on `cases` on their native grids (ASSFT, METHOD.md §5).
 
     Sliding-window inference (with `cfg.n_tta` flip TTA), argmax, inversion of the preprocessing,
@@ -275,6 +276,7 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
         cases: test cases with native reference labels.
         num_classes: K, including background.
         cfg: sliding-window settings.
+        on_case: called as `on_case(done, case_id)` after each case (progress).
 
     Returns:
         Per-case, per-class and per-site scores; `to_dict()` is strict JSON.
@@ -296,6 +298,8 @@ def evaluate(network: nn.Module, cases: Sequence[EvalCase], *, num_classes: int,
         pred = predict_native(network, ec.case, cfg, num_classes)
         classes = score_classes(pred, ref, num_classes, ec.native_spacing_mm)
         reports.append(CaseReport(case_id=ec.case.case_id, site=ec.case.site, classes=classes))
+        if on_case is not None:
+            on_case(len(reports), ec.case.case_id)
     sites = sorted({r.site for r in reports})
     return EvalReport(
         num_classes=num_classes,

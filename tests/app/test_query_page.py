@@ -19,6 +19,9 @@ def test_open_round_asks_for_scoring_and_the_button_queues_a_launched_job(run_pa
     at = run_page("query", oracle_project.folder)
     assert "Score the pool first" in at.warning[0].value
     assert [b.label for b in at.button] == ["Score the pool"]
+    # The time it will take, before launch: the scoring pass, and a whole round at the project's settings.
+    (expected,) = [c.value for c in at.caption if c.value.startswith("Expected time of the scoring pass")]
+    assert "scoring 6 cases" in expected and "A whole round" in expected and "evaluation" in expected
     at.button(key="score").click().run()
     assert not at.exception
     (job,) = jobs.list_jobs(oracle_project)
