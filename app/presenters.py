@@ -120,7 +120,9 @@ def nearest_case(explanation: Mapping[str, Any]) -> tuple[str | None, str | None
 
 
 def _than(rank: Any) -> str:
-    return f"{100.0 * float(rank):.0f} %"
+    """A percentile rank as "83 %" ("any other" at the top: the rank counts the case itself)."""
+    share = 100.0 * float(rank)
+    return "any other" if share >= 99.5 else f"{share:.0f} %"
 
 
 def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -> str:
@@ -142,11 +144,13 @@ def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -
     reasons = []
     if ("â" in criterion or "ASD" in criterion or "entropy" in criterion) and e.get("asd_rank") is not None \
             and e.get("asd") is not None:
-        reasons.append(f"the model is less sure of its outline here than on {_than(e['asd_rank'])} of the "
-                       "unlabelled scans")
+        than = _than(e["asd_rank"])
+        reasons.append("the model is less sure of its outline here than on "
+                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
     if "k̂" in criterion and e.get("kg_rank") is not None and e.get("kg") is not None:
-        reasons.append(f"the scan looks less like the images the model learned from than {_than(e['kg_rank'])} "
-                       "of them")
+        than = _than(e["kg_rank"])
+        reasons.append("the scan looks less like the images the model learned from than "
+                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
     nearest, kind = nearest_case(e)
     uses_diversity = "δ" in criterion or "DIV" in criterion
     if uses_diversity and nearest:
@@ -245,16 +249,16 @@ def describe_estimate(estimate: Estimate) -> tuple[str, str]:
         measured)" when some were.
     """
     parts = [
-        f"{p.phase} {p.units} {p.unit}{'s' if p.units != 1 else ''} × {p.per_unit_s:.2f} s "
-        f"({'measured' if p.measured else 'guess'})"
+        f"{p.phase} {p.units} {p.unit}{'s' if p.units != 1 else ''} × {p.per_unit_s:.2f} s ({p.basis})"
         for p in estimate.phases
     ]
     if estimate.fixed_s:
-        parts.append(f"start-up about {format_seconds(estimate.fixed_s)}")
+        parts.append(f"start-up about {format_seconds(estimate.fixed_s)} "
+                     f"({'measured' if estimate.fixed_measured else 'guess'})")
     if estimate.measured:
         basis = "from this project's measured times"
-    elif any(p.measured for p in estimate.phases):
+    elif estimate.fixed_measured or any(p.measured for p in estimate.phases):
         basis = "partly measured, partly a first guess"
     else:
-        basis = "a first guess: no phase has run in this project yet"
+        basis = "a first guess: these steps have not run in this project yet"
     return f"about {format_seconds(estimate.total_s)} ({basis})", " · ".join(parts)

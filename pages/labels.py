@@ -76,11 +76,11 @@ def downloads(files: annotation.PickFiles) -> None:
     c1, c2 = st.columns(2)
     for i, image in enumerate(files.images):
         suffix = nifti_suffix(image) or "".join(image.suffixes)
-        c1.download_button(f"Image{'' if len(files.images) == 1 else f' (channel {i})'}", image.read_bytes,
+        c1.download_button(f"Download the image{'' if len(files.images) == 1 else f' (channel {i})'}", image.read_bytes,
                            file_name=f"{files.case_id}_{i:04d}{suffix}", key=f"image-{files.case_id}-{i}",
                            help="The original image file, byte for byte.")
     if files.preannotation is not None:
-        c2.download_button("Starting label (model's prediction)", files.preannotation.read_bytes,
+        c2.download_button("Download the starting label (model's prediction)", files.preannotation.read_bytes,
                            file_name=f"{files.case_id}_preannotation.nii.gz", key=f"pre-{files.case_id}",
                            help=f"The prediction of {files.model} on the image's own grid, to correct rather "
                                 "than draw from scratch.")

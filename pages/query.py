@@ -86,6 +86,8 @@ def next_in_line_section(project: Project, strategy: str | None) -> None:
         following = next_in_line(project, strategy, NEXT_IN_LINE)
         if following:
             st.markdown("**Next in line** (what *Swap* or a larger budget would take, in this order)")
+            st.caption("Each score is the one the case would have when taken: the distance to the cases already "
+                       "chosen is measured again after each one, so a later case can score higher.")
             st.dataframe(pd.DataFrame([{"case": p["case_id"], "site": p["site"], "score": p.get("score"),
                                         "what the score is": p.get("criterion")} for p in following]),
                          hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%.3f")})

@@ -118,9 +118,10 @@ def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, conve
         label_style=LabelStyle.OUTLINE,
     )
     # A short title fits a third of the page; the left/right convention is the selector above.
-    fig.update_layout(title=f"{view.case_id} · {axis.value} {index} / {depth - 1}", height=500, showlegend=True,
-                      legend={"orientation": "h", "x": 0.0, "y": -0.12, "yanchor": "top", "font": {"size": 11}},
-                      margin={"l": 10, "r": 10, "t": 40, "b": 120})
+    # The legend under the plot, below the axis title, by each view (not only the last).
+    fig.update_layout(title=f"{view.case_id} · {axis.value} {index} / {depth - 1}", height=600, showlegend=True,
+                      legend={"orientation": "h", "x": 0.0, "y": -0.16, "yanchor": "top", "font": {"size": 11}},
+                      margin={"l": 10, "r": 10, "t": 40, "b": 200})
     if not colour_bar:  # one entropy colour bar for the three planes, on the last; a legend by each
         fig.update_traces(showscale=False, selector={"name": "entropy"})
     st.plotly_chart(fig, key=f"viewer-figure-{axis.value}")

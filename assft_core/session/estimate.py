@@ -4,8 +4,9 @@ Each phase costs a number of units (cases scored, training steps, cases evaluate
 per unit. The time per unit is measured: taken from this project's newest finished job that ran
 the phase (a score job's wall time per case and model pass, a train job's wall time per
 supervised and per SSFT step and per unlabelled case pseudo-labelled, an evaluation's time per
-case). Before a phase has run once here, a stated guess for a CPU is used and marked as such, so
-the page can say which figures are measured and which are not.
+case, and a job's start-up: its time outside its phases). A phase not run here yet is timed like
+a measured phase of the same kind of work when there is one (`PROXY`), else by a stated guess for
+a CPU; each figure says which, so the page can tell measured from guessed.
 
 The "quick demo" preset (`QUICK_DEMO`) is a short round for a first look; its expected time is
 this same estimate.
@@ -31,7 +32,12 @@ GUESS_S = {
     "ssft": 0.5,  # one SSFT step
     "evaluation": 1.0,  # one test case: load, sliding window, Dice and HD95
 }
-FIXED_S = 5.0  # per job: start-up, model loading, preparing the cached cases (a guess)
+# Per job, before and around its phases: a new process importing torch and MONAI, loading the
+# model, preparing the cached cases (a guess for a CPU machine until a job has run here).
+STARTUP_GUESS_S = 20.0
+# A phase never run here, timed by a measured phase of the same kind of work: a forward pass
+# over a case (the scoring pass) for SSFT's pseudo-labels and for the evaluation.
+PROXY = {"pseudo-labels": "scoring", "evaluation": "scoring"}
 
 
 @dataclass(frozen=True)
@@ -63,14 +69,20 @@ class PhaseEstimate:
         units: how many cases or steps.
         unit: "case" or "step".
         per_unit_s: seconds per unit.
-        measured: True when `per_unit_s` was measured in this project, False for a guess.
+        basis: "measured" (this phase, in this project), "as the scoring pass" (a measured phase
+            of the same kind of work, `PROXY`), or "guess" (`GUESS_S`).
     """
 
     phase: str
     units: int
     unit: str
     per_unit_s: float
-    measured: bool
+    basis: str = "guess"
+
+    @property
+    def measured(self) -> bool:
+        """True when `per_unit_s` comes from a job of this project (this phase's or a proxy's)."""
+        return self.basis != "guess"
 
     @property
     def seconds(self) -> float:
@@ -84,11 +96,13 @@ class Estimate:
 
     Attributes:
         phases: in the order they run (phases with no unit are left out).
-        fixed_s: start-up time per job included in `total_s`.
+        fixed_s: start-up time of the jobs, included in `total_s`.
+        fixed_measured: whether `fixed_s` was measured (the newest finished job's time outside its phases).
     """
 
     phases: list[PhaseEstimate] = field(default_factory=list)
     fixed_s: float = 0.0
+    fixed_measured: bool = False
 
     @property
     def total_s(self) -> float:
@@ -97,8 +111,8 @@ class Estimate:
 
     @property
     def measured(self) -> bool:
-        """True when every phase's time per unit was measured in this project."""
-        return all(p.measured for p in self.phases)
+        """True when every phase's time per unit and the start-up were measured in this project."""
+        return self.fixed_measured and all(p.measured for p in self.phases)
 
 
 def _rate(value: object, units: object) -> float | None:
@@ -113,13 +127,18 @@ def measured_rates(project: Project) -> dict[str, float]:
     """Seconds per unit of each phase, from this project's newest finished job that ran it.
 
     Returns:
-        phase -> seconds per case or step; phases never run here are absent.
+        phase -> seconds per case or step; phases never run here are absent. "startup": a job's
+        seconds outside its phases (process start, imports), from the newest finished job.
     """
     rates: dict[str, float] = {}
     for job in jobs.list_jobs(project, reap=False):  # newest first: the first measurement wins
         if job.status is not jobs.JobStatus.DONE:
             continue
         m, wall = job.metrics, job.metrics.get("wall_s") or {}
+        inside = wall.get("job") if job.kind == "train" else wall.get("total") if job.kind == "score" else None
+        ended, began = getattr(job, "finished_at", None), getattr(job, "created_at", None)
+        if "startup" not in rates and isinstance(inside, (int, float)) and ended and began:
+            rates["startup"] = max(float(ended) - float(began) - float(inside), 0.0)
         if job.kind == "score" and "scoring" not in rates:
             passes = max(len(m.get("models") or {}), 1)
             rate = _rate(wall.get("total"), (int(m.get("n_pool") or 0) + int(m.get("n_test") or 0)) * passes)
@@ -144,8 +163,19 @@ def measured_rates(project: Project) -> dict[str, float]:
 
 
 def _phase(rates: dict[str, float], phase: str, units: int, unit: str) -> PhaseEstimate:
-    measured = phase in rates
-    return PhaseEstimate(phase, int(units), unit, rates[phase] if measured else GUESS_S[phase], measured)
+    if phase in rates:
+        return PhaseEstimate(phase, int(units), unit, rates[phase], "measured")
+    proxy = PROXY.get(phase)
+    if proxy in rates:
+        return PhaseEstimate(phase, int(units), unit, rates[proxy], f"as the {proxy} pass")
+    return PhaseEstimate(phase, int(units), unit, GUESS_S[phase], "guess")
+
+
+def _startup(rates: dict[str, float], n_jobs: int) -> tuple[float, bool]:
+    """Start-up seconds of `n_jobs` jobs, and whether measured."""
+    if "startup" in rates:
+        return rates["startup"] * n_jobs, True
+    return STARTUP_GUESS_S * n_jobs, False
 
 
 def training_estimate(project: Project, supervised_steps: int, ssft_steps: int, mode: SSFTMode | str,
@@ -169,7 +199,7 @@ def training_estimate(project: Project, supervised_steps: int, ssft_steps: int, 
         phases += [_phase(rates, "pseudo-labels", unlabelled, "case"), _phase(rates, "ssft", ssft_steps, "step")]
     if evaluate:
         phases.append(_phase(rates, "evaluation", _evaluation_cases(project), "case"))
-    return Estimate([p for p in phases if p.units > 0], FIXED_S)
+    return Estimate([p for p in phases if p.units > 0], *_startup(rates, 1))
 
 
 def _evaluation_cases(project: Project) -> int:
@@ -182,7 +212,7 @@ def scoring_estimate(project: Project) -> Estimate:
     rates = measured_rates(project)
     n = len(list_cases(project, Split.POOL)) + (len(list_cases(project, Split.TEST)) if project.config.score_test_cases else 0)
     passes = 1 if rounds.current_round(project).idx == 0 else 2
-    return Estimate([p for p in [_phase(rates, "scoring", n * passes, "case")] if p.units > 0], FIXED_S)
+    return Estimate([p for p in [_phase(rates, "scoring", n * passes, "case")] if p.units > 0], *_startup(rates, 1))
 
 
 def round_estimate(project: Project, supervised_steps: int | None = None, ssft_steps: int | None = None,
@@ -195,4 +225,5 @@ def round_estimate(project: Project, supervised_steps: int | None = None, ssft_s
     score = scoring_estimate(project)
     train = training_estimate(project, cfg.supervised_steps if supervised_steps is None else supervised_steps,
                               cfg.ssft_steps if ssft_steps is None else ssft_steps, mode or cfg.mode)
-    return Estimate([*score.phases, *train.phases], score.fixed_s + train.fixed_s)
+    return Estimate([*score.phases, *train.phases], score.fixed_s + train.fixed_s,
+                    score.fixed_measured and train.fixed_measured)

@@ -377,7 +377,8 @@ def _error_traces(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float)
     for v in (int(c) for c in np.unique(cut) if c != 0):
         name, colour = ERROR_CLASSES[v]
         traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="errors",
-                                 marker={"symbol": "square", "size": 12, "color": colour}))
+                                 marker={"symbol": "square", "size": 12, "color": colour,
+                                         "line": {"color": "#555555", "width": 1}}))  # white stays visible
     return traces
 
 

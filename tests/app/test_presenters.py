@@ -120,7 +120,8 @@ def test_pick_sentence_is_plain_words_naming_the_case_it_was_measured_against() 
          "div": 0.12, "delta": 0.75, "nearest_labelled_id": None, "nearest_id": "p1", "nearest_kind": "picked"}
     text = pick_sentence("p3", "assft", e)
     assert text.startswith("p3 was picked because the model is less sure of its outline here than on 60 %")
-    assert "than 80 % of them" in text and "p1 (picked earlier this round)" in text
+    assert "than 80 % of the unlabelled scans" in text and "p1 (picked earlier this round)" in text
+    assert "than on any other unlabelled scan" in pick_sentence("p3", "assft", {**e, "asd_rank": 1.0})
     assert not any(symbol in text for symbol in ("k̂", "â", "δ", "KG", "ASD", "DIV"))
     assert "Nearest labelled or already picked case**: p1 (picked earlier" in "\n".join(describe_pick(e))
     # DKD alone speaks of the training data and variety only; random says it is random.
