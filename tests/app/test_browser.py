@@ -270,20 +270,20 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             page.get_by_role("combobox", name="Model").click()
             page.get_by_role("option", name="f_1 (fine-tuned in round 0)").click()
             expect(page.get_by_text("prediction computed now with round1")).to_be_visible(timeout=JOB_S * 1000)
-            for overlay in ("entropy", "ROI", "prediction"):
-                page.get_by_role("button", name=overlay, exact=True).click()
-                page.wait_for_timeout(300)
             shown = ("() => { const p = document.querySelectorAll('.js-plotly-plot')[2]; if (!p) return false;"
                      " const n = p.data.map(t => t.name); return %s; }")
-            page.wait_for_function(shown % "n.includes('prediction') && !n.includes('entropy') && !n.includes('ROI')",
-                                   timeout=60_000)
+            # One overlay switch at a time, each waited for in the figure before the next.
+            for overlay, check in (("entropy", "!n.includes('entropy')"), ("ROI", "!n.includes('ROI')"),
+                                   ("prediction", "n.includes('prediction')")):
+                page.get_by_role("button", name=overlay, exact=True).click()
+                page.wait_for_function(shown % check, timeout=60_000)
             assert planes.nth(0).locator(".legend").count() == 1  # a legend by each view, not only the last
             _no_exception(page)
             shots.take("viewer")
             page.get_by_role("button", name="prediction", exact=True).click()
-            page.wait_for_timeout(300)
+            page.wait_for_function(shown % "!n.includes('prediction')", timeout=60_000)
             page.get_by_role("button", name="errors", exact=True).click()
-            page.wait_for_function(shown % "n.includes('errors') && !n.includes('prediction')", timeout=60_000)
+            page.wait_for_function(shown % "n.includes('errors')", timeout=60_000)
             _no_exception(page)
             shots.take("viewer-errors")
             marks["viewer"] = time.monotonic()
