@@ -86,6 +86,14 @@ def cached_case_view(folder: str, scores_key: str, case_id: str, label_key: str,
     return load_case_view(open_project(folder), _scored, case_id)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_thumbnail(folder: str, scores_key: str, case_id: str, label_key: str, _scored: ScoredRound) -> tuple:
+    """`thumbnails.thumbnail` of a case ((H, W, 3) uint8, axial index), cached like `cached_case_view`."""
+    from assft_core.viz.thumbnails import thumbnail
+
+    return thumbnail(load_case_view(open_project(folder), _scored, case_id))
+
+
 def fmt_score(value: Any, digits: int = 3) -> str:
     """A score for display: "n/a" for None / NaN, integers without decimals."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

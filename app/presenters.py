@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from assft_core.session.estimate import Estimate
 from assft_core.session.progress import read_progress_events  # noqa: F401 (the pages read it from here)
 from assft_core.session.rounds import RoundInfo, RoundState
 
@@ -91,13 +92,77 @@ def describe_pick(explanation: Mapping[str, Any]) -> list[str]:
         )
     else:
         lines.append("**Diversity**: not used for this pick (no labelled or picked case yet, or no embedding): δ = 1.")
-    nearest = e.get("nearest_labelled_id")
-    lines.append(f"**Nearest labelled case**: {nearest}." if nearest else "**Nearest labelled case**: none yet.")
+    nearest, kind = nearest_case(e)
+    if kind == "picked":
+        lines.append(f"**Nearest labelled or already picked case**: {nearest} (picked earlier this round; "
+                     "DIV is measured against it).")
+    elif nearest and e.get("nearest_id"):
+        lines.append(f"**Nearest labelled or already picked case**: {nearest} (labelled).")
+    else:
+        lines.append(f"**Nearest labelled case**: {nearest}." if nearest else "**Nearest labelled case**: none yet.")
     for note in e.get("unavailable") or []:
         lines.append(f"Unavailable: {note}.")
     if e.get("note"):
         lines.append(f"Note: {e['note']}.")
     return lines
+
+
+def nearest_case(explanation: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The case a pick's diversity was measured against and its kind ("labelled" / "picked").
+
+    The nearest case of S when the pick was made (`nearest_id`, `nearest_kind`); explanations
+    stored before that was recorded name the nearest labelled case only.
+    """
+    if explanation.get("nearest_id"):
+        return str(explanation["nearest_id"]), str(explanation.get("nearest_kind") or "labelled")
+    nearest = explanation.get("nearest_labelled_id")
+    return (str(nearest), "labelled") if nearest else (None, None)
+
+
+def _than(rank: Any) -> str:
+    """A percentile rank as "83 %" ("any other" at the top: the rank counts the case itself)."""
+    share = 100.0 * float(rank)
+    return "any other" if share >= 99.5 else f"{share:.0f} %"
+
+
+def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -> str:
+    """One sentence for clinicians on why a case was picked: no symbols, the terms its strategy uses.
+
+    The terms come from the stored criterion (k̂: unlike the training data; â / ASD / entropy:
+    the model unsure of its outline; δ / DIV: unlike the cases already chosen); the formula
+    itself is `describe_pick`'s.
+
+    Args:
+        case_id: the pick.
+        strategy: the strategy's registered name.
+        explanation: the stored explanation (see `describe_pick`).
+    """
+    e = dict(explanation)
+    if strategy == "random":
+        return f"{case_id} was drawn at random (a baseline that ignores the scores)."
+    criterion = str(e.get("criterion") or "")
+    reasons = []
+    if ("â" in criterion or "ASD" in criterion or "entropy" in criterion) and e.get("asd_rank") is not None \
+            and e.get("asd") is not None:
+        than = _than(e["asd_rank"])
+        reasons.append("the model is less sure of its outline here than on "
+                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
+    if "k̂" in criterion and e.get("kg_rank") is not None and e.get("kg") is not None:
+        than = _than(e["kg_rank"])
+        reasons.append("the scan looks less like the images the model learned from than "
+                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
+    nearest, kind = nearest_case(e)
+    uses_diversity = "δ" in criterion or "DIV" in criterion
+    if uses_diversity and nearest:
+        whose = "picked earlier this round" if kind == "picked" else "already labelled"
+        reasons.append(f"it adds variety: even the most similar case already chosen, {nearest} ({whose}), "
+                       "differs from it")
+    elif uses_diversity:
+        reasons.append("no case was labelled or chosen yet, so similarity to other cases did not count")
+    if not reasons:
+        return f"{case_id} was picked by {strategy}: {criterion or 'its score'} ranked it highest."
+    text = reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + ", and " + reasons[-1]
+    return f"{case_id} was picked because {text}."
 
 
 # Explanation key -> column header of the picks table (METHOD.md §1–§3 symbols).
@@ -108,7 +173,7 @@ def pick_numbers(rank: int, case_id: str, status: str, explanation: Mapping[str,
     """One table row of a pick: rank, case, status, score and every term (None where unavailable)."""
     row: dict[str, Any] = {"rank": rank, "case": case_id, "status": status}
     row.update({header: explanation.get(key) for key, header in PICK_COLUMNS.items()})
-    row["nearest labelled"] = explanation.get("nearest_labelled_id") or ""
+    row["nearest labelled or picked"] = nearest_case(explanation)[0] or ""
     return row
 
 
@@ -173,3 +238,27 @@ def format_seconds(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def describe_estimate(estimate: Estimate) -> tuple[str, str]:
+    """An expected time in words: the headline and the breakdown per phase.
+
+    Returns:
+        ("about 2 min 10 s", "supervised 100 steps × 0.50 s (measured) · ... · start-up 5 s"); the
+        headline says "(a first guess)" when no phase was measured in this project yet, "(partly
+        measured)" when some were.
+    """
+    parts = [
+        f"{p.phase} {p.units} {p.unit}{'s' if p.units != 1 else ''} × {p.per_unit_s:.2f} s ({p.basis})"
+        for p in estimate.phases
+    ]
+    if estimate.fixed_s:
+        parts.append(f"start-up about {format_seconds(estimate.fixed_s)} "
+                     f"({'measured' if estimate.fixed_measured else 'guess'})")
+    if estimate.measured:
+        basis = "from this project's measured times"
+    elif estimate.fixed_measured or any(p.measured for p in estimate.phases):
+        basis = "partly measured, partly a first guess"
+    else:
+        basis = "a first guess: these steps have not run in this project yet"
+    return f"about {format_seconds(estimate.total_s)} ({basis})", " · ".join(parts)

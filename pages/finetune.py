@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from app.jobs_widget import is_active, job_panel, start_job
-from app.presenters import fmt_number, format_seconds, read_progress_events
+from app.presenters import describe_estimate, fmt_number, format_seconds, read_progress_events
 from app.ui import flash, guard, require_project, round_banner, round_change_panel
 from assft_core.config import SSFTMode
 from assft_core.models.inference import resolve_device
 from assft_core.session import jobs, rounds
+from assft_core.session.estimate import QUICK_DEMO, Preset, training_estimate
 from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, hd95_text
 from assft_core.session.round_change import round_changes
 from assft_core.session.jobs import JobInfo
@@ -57,6 +58,12 @@ def gpu_processes() -> int:
                                key="ft-nproc", help="One training process per GPU under torchrun (docs/distributed.md)."))
 
 
+def _use_preset(preset: Preset) -> None:
+    """Put a preset's steps into the step inputs (a button callback, before the inputs are drawn)."""
+    st.session_state["ft-sup"] = preset.supervised_steps
+    st.session_state["ft-ssft"] = preset.ssft_steps
+
+
 def launch_form(project: Project, info: RoundInfo) -> None:
     """Steps and SSFT mode, then the launch button (only once the round is labelled; before, what to do)."""
     if info.state is not RoundState.LABELLED:
@@ -67,12 +74,21 @@ def launch_form(project: Project, info: RoundInfo) -> None:
             )
         return
     cfg = project.config.ssft
+    st.session_state.setdefault("ft-sup", cfg.supervised_steps)
+    st.session_state.setdefault("ft-ssft", cfg.ssft_steps)
     c1, c2, c3 = st.columns([1, 1, 2])
-    sup = c1.number_input("Supervised steps (S)", min_value=1, value=cfg.supervised_steps, step=10, key="ft-sup")
-    uns = c2.number_input("SSFT steps (S_u)", min_value=0, value=cfg.ssft_steps, step=10, key="ft-ssft")
+    sup = c1.number_input("Supervised steps (S)", min_value=1, step=10, key="ft-sup")
+    uns = c2.number_input("SSFT steps (S_u)", min_value=0, step=10, key="ft-ssft")
     modes = list(SSFTMode)
     mode = c3.selectbox("SSFT mode", modes, index=modes.index(cfg.mode), format_func=lambda m: SSFT_WORDS[m],
                         key="ft-mode")
+    quick = training_estimate(project, QUICK_DEMO.supervised_steps, QUICK_DEMO.ssft_steps, mode)
+    st.button(f"{QUICK_DEMO.name}: {QUICK_DEMO.supervised_steps} + {QUICK_DEMO.ssft_steps} steps, "
+              f"about {format_seconds(quick.total_s)}", key="ft-quick", on_click=_use_preset,
+              args=(QUICK_DEMO,), help=f"{QUICK_DEMO.purpose}. Sets the steps above; nothing starts yet.")
+    headline, parts = describe_estimate(training_estimate(project, int(sup), int(uns), mode))
+    st.info(f"Expected time of this fine-tuning and its evaluation: **{headline}**.")
+    st.caption(f"Per phase: {parts}.")
     nproc = gpu_processes()
     if st.button("Fine-tune", key="train", type="primary", disabled=is_active(project, "train"),
                  help="Runs in the background; you can close the tab."):

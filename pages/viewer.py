@@ -1,7 +1,11 @@
-"""Viewer page: any case in three planes on the scoring grid, with the label, the model's prediction,
-the ASD entropy heatmap and the ASD ROI outline (ASSFT, METHOD.md §2), and the case's scores."""
+"""Viewer page: any case in three planes on the scoring grid, with the label (outline), the chosen
+model's prediction (fill; f_0 or any round's model, computed on demand and cached), the error view
+(false positives / negatives), the ASD entropy heatmap and the ASD ROI outline (ASSFT, METHOD.md §2),
+a legend by each view, and the case's scores."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -10,12 +14,23 @@ from app.case_views import NO_SCORES, SCORE_LABELS, VIEWER_CASE_KEY, cached_case
 from app.presenters import describe_pick
 from app.ui import guard, require_project, round_banner
 from assft_core.session import labels, rounds
-from assft_core.session.project import Project
-from assft_core.session.views import LIVE_PICK, CaseView, ScoredRound, case_table, focus_slice, latest_scores
-from assft_core.viz.slices import Axis, Convention, n_slices, slice_figure
+from assft_core.session.model_views import ModelMaps, ViewerModel, model_maps, scoring_model, viewer_models
+from assft_core.session.project import Project, open_project
+from assft_core.session.views import (
+    LIVE_PICK,
+    CaseView,
+    ScoredRound,
+    case_table,
+    focus_slice,
+    latest_scores,
+    with_model_maps,
+)
+from assft_core.session.workspace import ModelRef
+from assft_core.viz.slices import Axis, Convention, LabelStyle, error_map, n_slices, slice_figure
 
 CASE_KEY = "viewer-case"
-OVERLAYS = ("label", "prediction", "entropy", "ROI")
+OVERLAYS = ("label", "prediction", "errors", "entropy", "ROI")
+MODEL_KEY = "viewer-model"
 PLANES = (Axis.AXIAL, Axis.CORONAL, Axis.SAGITTAL)
 METRIC_COLUMNS = ("kg", "asd", "div", "confidence", "pick_rank", "pick_score")
 
@@ -49,10 +64,40 @@ def scores_panel(project: Project, scored: ScoredRound, row: pd.Series) -> None:
             st.markdown("  \n".join(describe_pick(pick.explanation)))
 
 
+def choose_model(project: Project, scored: ScoredRound) -> tuple[ViewerModel, bool]:
+    """The model selector: f_0 and each round's model; the scoring pass's model first selected.
+
+    Returns:
+        The chosen model, and whether it is the one whose maps the score table holds.
+    """
+    models = viewer_models(project)
+    scoring = scoring_model(project, scored.info.idx)
+    tags = [m.tag for m in models]
+    if st.session_state.get(MODEL_KEY) not in tags:
+        st.session_state[MODEL_KEY] = scoring.tag if scoring.tag in tags else tags[0]
+    labels_by_tag = {m.tag: m.label + (" · scored this round" if m.tag == scoring.tag else "") for m in models}
+    tag = st.selectbox("Model", tags, format_func=labels_by_tag.__getitem__, key=MODEL_KEY,
+                       help="Whose prediction, errors, entropy and ROI are drawn. A model that did not score "
+                            "this case is run on it once when you choose it; the result is kept in the project.")
+    return models[tags.index(tag)], tag == scoring.tag
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the chosen model on this case (once; then it is kept)…")
+def cached_model_maps(folder: str, tag: str, model_path: str, case_id: str) -> ModelMaps:
+    """`model_views.model_maps`, cached per project, model (tag and folder: one per round) and case.
+
+    The bytes of the checkpoint key the maps stored in the project (`model_views`); here the
+    folder is enough (each round's model has its own), and no rerun hashes a checkpoint."""
+    return model_maps(open_project(folder), ModelRef(tag, Path(model_path)), case_id)
+
+
 def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, convention: str, channel: int,
           classes: dict[int, str], colour_bar: bool) -> None:
     """One plane: its slice slider and the figure (the ROI only where the case has one)."""
     depth = n_slices(tuple(view.image.shape[1:]), axis, view.affine)
+    errors = None
+    if "errors" in overlays and view.label is not None and view.prediction is not None:
+        errors = error_map(view.label, view.prediction)
     index = st.slider(
         f"{axis.value.capitalize()} slice", 0, depth - 1, value=focus_slice(view, axis),
         key=f"viewer-{axis.value}-{view.case_id}",
@@ -66,13 +111,18 @@ def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, conve
         prediction=view.prediction if "prediction" in overlays else None,
         entropy=view.entropy if "entropy" in overlays else None,
         roi=view.roi if "ROI" in overlays else None,
+        errors=errors if "errors" in overlays else None,
         opacity=opacity,
         convention=convention,
         class_names=classes,
+        label_style=LabelStyle.OUTLINE,
     )
     # A short title fits a third of the page; the left/right convention is the selector above.
-    fig.update_layout(title=f"{view.case_id} · {axis.value} {index} / {depth - 1}", height=440, showlegend=colour_bar)
-    if not colour_bar:  # one entropy colour bar and one legend for the three planes, on the last
+    # The legend under the plot, below the axis title, by each view (not only the last).
+    fig.update_layout(title=f"{view.case_id} · {axis.value} {index} / {depth - 1}", height=600, showlegend=True,
+                      legend={"orientation": "h", "x": 0.0, "y": -0.16, "yanchor": "top", "font": {"size": 11}},
+                      margin={"l": 10, "r": 10, "t": 40, "b": 200})
+    if not colour_bar:  # one entropy colour bar for the three planes, on the last; a legend by each
         fig.update_traces(showscale=False, selector={"name": "entropy"})
     st.plotly_chart(fig, key=f"viewer-figure-{axis.value}")
 
@@ -96,8 +146,10 @@ with top[0]:
     case_id = choose_case(frame)
 overlays = top[1].segmented_control(
     "Overlays", OVERLAYS, selection_mode="multi", default=["label", "prediction", "ROI"], key="viewer-overlays",
-    help="label: the case's current label version (or a reference in demo mode, marked); prediction: argmax of "
-    "the scoring model; entropy: voxel entropy H (ASD's uncertainty); ROI: the ASD region, predicted anatomy dilated.",
+    help="label (outline): the case's current label version (or a reference in demo mode, marked); prediction "
+    "(fill): the chosen model's classes; errors: false positives (predicted, not in the label) and false negatives "
+    "(in the label, missed); entropy: how unsure the model is per voxel (H, ASD's uncertainty); ROI: the ASD "
+    "region, the predicted anatomy dilated.",
 )
 opacity = top[2].slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="viewer-opacity")
 convention = top[3].selectbox("Left/right", [c.value for c in Convention], key="viewer-convention",
@@ -111,6 +163,14 @@ with guard(f"load case {case_id}"):
     view = cached_case_view(str(project.folder), table_key(scored), case_id, version.sha256 if version else "", scored)
 if view is None:
     st.stop()
+chosen, from_table = choose_model(project, scored)
+if not from_table:
+    with guard(f"show {chosen.tag}'s prediction of {case_id}"):
+        maps = cached_model_maps(str(project.folder), chosen.tag, str(chosen.ref.path), case_id)
+        view = with_model_maps(view, maps.argmax, maps.entropy, maps.affine,
+                               project.config.query.roi_dilation_voxels, maps.source)
+if "errors" in (overlays or []) and (view.label is None or view.prediction is None):
+    st.caption("Errors: need both a label and a prediction of this case.")
 channel = 0
 if view.image.shape[0] > 1:
     channel = st.selectbox("Channel", list(range(view.image.shape[0])), key="viewer-channel")

@@ -423,6 +423,7 @@ def import_label_uploads(project: Project, files: Sequence[tuple[str, bytes]]) -
     tmp_root.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix="uploads-", dir=tmp_root))
     refused: dict[str, str] = {}
+    originals: dict[str, str] = {}  # sanitised name -> the user's file name
     try:
         for name, data in files:
             try:
@@ -434,11 +435,50 @@ def import_label_uploads(project: Project, files: Sequence[tuple[str, bytes]]) -
                 refused[name] = f"{name}: a second upload named {safe}; nothing was stored from it. Fix: one file per case."
                 continue
             (tmp_dir / safe).write_bytes(data)
+            originals[safe] = name
         report = import_labels(project, tmp_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    report.refused = {originals.get(safe, safe): labels.user_words(why, tmp_dir / safe, originals.get(safe, safe))
+                      for safe, why in report.refused.items()}
     report.refused.update(refused)
     return report
+
+
+@dataclass(frozen=True)
+class PickFiles:
+    """The files an expert needs to label one approved pick.
+
+    Attributes:
+        case_id: the case.
+        site: its site.
+        images: the original image file(s), never modified.
+        preannotation: the stored pre-annotation (the model's prediction on the image's grid,
+            made by `export_picks`), or None before the picks were prepared.
+        model: the model that made it ("" without one).
+    """
+
+    case_id: str
+    site: str
+    images: tuple[Path, ...]
+    preannotation: Path | None
+    model: str
+
+
+def pick_files(project: Project) -> list[PickFiles]:
+    """The image and stored pre-annotation of each approved pick of the current round, by rank."""
+    cases = {c.case_id: c for c in list_cases(project, usable_only=False)}
+    pre = _preannotations(project)
+    current = rounds.current_round(project).idx
+    out = []
+    for q in rounds.list_queries(project):
+        if q.status is not QueryStatus.APPROVED or q.case_id not in cases:
+            continue
+        row = pre.get(q.case_id)
+        file = project.resolve(row["file"]) if row is not None and row["round"] == current else None
+        out.append(PickFiles(q.case_id, cases[q.case_id].site, cases[q.case_id].image_paths,
+                             file if file is not None and file.is_file() else None, row["model"] if file else ""))
+    return out
 
 
 def _import_one(project: Project, case_id: str, path: Path, pre_row: sqlite3.Row) -> AnnotationEffort:

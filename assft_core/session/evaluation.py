@@ -20,6 +20,7 @@ from assft_core.data.records import Split
 from assft_core.errors import StateError
 from assft_core.fsutil import atomic_write_bytes
 from assft_core.session import labels, rounds, workspace
+from assft_core.session.progress import CaseProgress, ProgressSink
 from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
 from assft_core.session.workspace import ModelRef
@@ -55,7 +56,8 @@ def hd95_text(summary: Mapping[str, Any]) -> str:
     return f"HD95 {value}" + ("" if missed is None else f" ({int(missed)} missed)")
 
 
-def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None) -> dict[str, Any]:
+def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None,
+                   sink: ProgressSink | None = None, share: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
     """Evaluate one model: on the labelled test cases, else (with `round_idx`) the biased fallback.
 
     Args:
@@ -63,6 +65,8 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         ref: the model to evaluate.
         device: "auto", "cpu" or "cuda[:i]".
         round_idx: the round whose new labels the fallback scores (None: no fallback).
+        sink: per-case progress (each case loaded, predicted and scored) with a time-left
+            estimate, in `share` of the job's bar (None: silent).
 
     Returns:
         `EvalReport.to_dict()` (overall, per_site, cases) plus "evaluated_on" ("test" or
@@ -102,7 +106,11 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         )
         n_cases = len(chosen)
         on, note = ON_NEW_LABELS, BIASED_NOTE
-    report = evaluate(model.network, cases, num_classes=model.card.out_channels, cfg=infer_cfg).to_dict()
+    # One unit per case: loading it (preprocessing, often cached), predicting and scoring.
+    step = CaseProgress(sink, "evaluate", f"evaluating {ref.tag}", n_cases, share)
+    step(0, words="case(s)")
+    report = evaluate(model.network, cases, num_classes=model.card.out_channels, cfg=infer_cfg,
+                      on_case=lambda done, cid: step(done, f"scored {cid}", words="case(s)")).to_dict()
     overall = report.get("overall") or {}
     report.update(
         evaluated_on=on,
@@ -124,7 +132,8 @@ def _new_labels(project: Project, round_idx: int) -> dict[str, Any]:
 
 
 def evaluate_round(
-    project: Project, *, device: str = "auto", extra: Mapping[str, Any] | None = None
+    project: Project, *, device: str = "auto", extra: Mapping[str, Any] | None = None,
+    sink: ProgressSink | None = None, share: tuple[float, float] = (0.0, 1.0),
 ) -> RoundInfo:
     """Evaluate the model trained in the current round and mark the round evaluated.
 
@@ -135,6 +144,7 @@ def evaluate_round(
         project: the open project (round `trained`).
         device: "auto", "cpu" or "cuda[:i]".
         extra: more metrics stored with the evaluation (e.g. the training's wall times).
+        sink, share: per-case progress (see `evaluate_model`).
 
     Returns:
         The round, now `evaluated`, with the metrics.
@@ -150,7 +160,7 @@ def evaluate_round(
     trained = ModelRef(f"round{info.idx + 1}", project.resolve(info.checkpoint))
     has_test = any(c.reference_label is not None for c in list_cases(project, Split.TEST))
     ref = trained if has_test else workspace.model_for_round(project, info.idx)
-    metrics = evaluate_model(project, ref, device=device, round_idx=info.idx)
+    metrics = evaluate_model(project, ref, device=device, round_idx=info.idx, sink=sink, share=share)
     metrics["labelled"] = len(_pool_labels(project))
     metrics["checkpoint"] = info.checkpoint
     metrics.update(extra or {})
@@ -167,7 +177,7 @@ def baseline_path(project: Project, ref: ModelRef) -> Path:
     return project.artifact_path(workspace.EVALUATIONS_DIR, f"{ref.tag}-{workspace.model_key(ref)[:16]}.json")
 
 
-def evaluate_baseline(project: Project, *, device: str = "auto") -> dict[str, Any]:
+def evaluate_baseline(project: Project, *, device: str = "auto", sink: ProgressSink | None = None) -> dict[str, Any]:
     """Round 0 of the protocol: f_0 as it is, on the test split; computed once per f_0 and stored.
 
     Returns:
@@ -178,7 +188,7 @@ def evaluate_baseline(project: Project, *, device: str = "auto") -> dict[str, An
     path = baseline_path(project, ref)
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    metrics = evaluate_model(project, ref, device=device)
+    metrics = evaluate_model(project, ref, device=device, sink=sink)
     atomic_write_bytes(path, json.dumps(metrics, indent=1, default=str).encode())
     return metrics
 

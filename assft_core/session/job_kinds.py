@@ -59,10 +59,10 @@ def run_evaluate_job(ctx: JobContext) -> dict[str, Any]:
     device = str(ctx.params.get("device", "auto"))
     if ctx.params.get("baseline"):
         ctx.progress(0.0, "evaluating f_0 on the test split")
-        return {"baseline": evaluate_baseline(ctx.project, device=device)}
+        return {"baseline": evaluate_baseline(ctx.project, device=device, sink=ctx)}
     check_job_round(ctx.project, ctx.params)
     ctx.progress(0.0, "evaluating the round's model")
-    info = evaluate_round(ctx.project, device=device)
+    info = evaluate_round(ctx.project, device=device, sink=ctx)
     return {key: info.metrics.get(key) for key in ("mean_dice", "mean_hd95_mm", "evaluated_on", "n_cases", "labelled")}
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from assft_core.data.records import Problem
 from assft_core.errors import DataError, StateError
 from assft_core.fsutil import atomic_copy
@@ -123,7 +125,84 @@ def label_upload(project: Project, case_id: str, data: bytes, filename: str) -> 
     try:
         path = tmp_dir / sanitize_filename(filename)
         path.write_bytes(data)
-        return label_case(project, case_id, path)
+        try:
+            return label_case(project, case_id, path)
+        except DataError as exc:
+            raise DataError(user_words(str(exc), path, filename)) from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def user_words(message: str, copy: Path, name: str) -> str:
+    """A message about the temporary copy of an upload, naming the user's own file instead.
+
+    Args:
+        message: the engine's message (may hold the copy's path).
+        copy: where the upload was written for validation.
+        name: the file name as the user uploaded it.
+    """
+    return message.replace(str(copy), name).replace(str(copy.parent), "the upload")
+
+
+@dataclass(frozen=True)
+class UploadPreview:
+    """An uploaded label checked against its case's image, before anything is stored.
+
+    Attributes:
+        case_id: the case.
+        file_name: the user's file name.
+        errors: why it would be refused (each with its fix), naming the user's file; [] when valid.
+        warnings: what would be stored with it as a warning.
+        image: (X, Y, Z) float32 first image channel on the image's own grid, None when invalid.
+        label: (X, Y, Z) uint8 label on the same grid, None when invalid.
+        affine: (4, 4) voxel -> world (mm) of that grid, None when invalid.
+    """
+
+    case_id: str
+    file_name: str
+    errors: list[str]
+    warnings: list[str]
+    image: np.ndarray | None = None
+    label: np.ndarray | None = None
+    affine: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when storing it would pass validation."""
+        return not self.errors
+
+
+def preview_upload(project: Project, case_id: str, data: bytes, filename: str) -> UploadPreview:
+    """Validate an uploaded label against the case's image like `label_upload`, storing nothing,
+    and load both on the image's grid for a look before it is stored.
+
+    Raises:
+        DataError: when the case is unknown.
+    """
+    from assft_core.data.integrity import check_pair
+    from assft_core.data.io import load_image, load_label
+
+    case = _case(project, case_id)
+    images = [Path(p) for p in json.loads(case["image_paths"])]
+    tmp_root = project.artifact_path("tmp")
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix="preview-", dir=tmp_root))
+    try:
+        try:
+            path = tmp_dir / sanitize_filename(filename)
+        except DataError as exc:
+            return UploadPreview(case_id, filename, [str(exc)], [])
+        path.write_bytes(data)
+        report = check_pair(images, path, project.classes or None, case_id=case_id, cfg=project.config.preprocess)
+        errors = [user_words(str(p), path, filename) for p in report.errors]
+        warnings = [user_words(str(p), path, filename) for p in report.warnings]
+        if errors:
+            return UploadPreview(case_id, filename, errors, warnings)
+        limit = project.config.preprocess.max_voxels
+        image = load_image(images, max_voxels=limit)
+        label = load_label(path, max_voxels=limit)
+        return UploadPreview(case_id, filename, [], warnings, image.array[0].astype(np.float32),
+                             label.array[0].astype(np.uint8), np.asarray(image.affine))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 

@@ -112,3 +112,50 @@ def read_progress_events(run_dir: Path) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             events.append(event)
     return events
+
+
+class CaseProgress:
+    """Per-case progress of one phase, with a time-left estimate from the measured time per case.
+
+    Reports `sink.progress(fraction, "<what>: done/total cases (case)", phase=..., cases_done=...,
+    cases_total=..., eta_s=...)`, the fraction mapped into `share` of the job's bar, so a job made
+    of several phases keeps one bar. `eta_s` is the mean time per finished case times the cases
+    left, plus `later` units of the phases after this one at the same pace (None before the first
+    case).
+
+    Args:
+        sink: where progress goes (None: nowhere, the calls are no-ops).
+        phase: the phase's name in the job's metrics ("evaluate", "score:f0").
+        what: the phase in words for the message ("evaluating f_0").
+        total: the number of units (cases) the phase will do.
+        share: (start, end) of the job's progress bar this phase covers.
+        echo: prints each message for people (None: silent).
+        later: units the job does after this phase at about this phase's pace (e.g. the second
+            model of a scoring pass), counted in `eta_s`.
+        clock: seconds (a monotonic clock; tests pass their own).
+    """
+
+    def __init__(self, sink: ProgressSink | None, phase: str, what: str, total: int,
+                 share: tuple[float, float] = (0.0, 1.0), echo: Echo | None = None, later: int = 0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.sink, self.phase, self.what, self.total = sink, phase, what, max(int(total), 0)
+        self.share, self.echo, self.later, self.clock = share, echo, max(int(later), 0), clock
+        self.start = clock()
+
+    def eta_s(self, done: int) -> float | None:
+        """Seconds left after `done` units, from the mean time per unit so far (None before the first)."""
+        if done <= 0 or self.total <= 0:
+            return None
+        return (self.clock() - self.start) / done * (max(self.total - done, 0) + self.later)
+
+    def __call__(self, done: int, case_id: str = "", words: str = "cases") -> None:
+        """Record that `done` of `total` units are finished (`case_id`: the last one)."""
+        if self.sink is None:
+            return
+        lo, hi = self.share
+        fraction = lo + (hi - lo) * (done / self.total if self.total else 1.0)
+        message = f"{self.what}: {done}/{self.total} {words}" + (f" ({case_id})" if case_id else "")
+        self.sink.progress(fraction, message, phase=self.phase, cases_done=done, cases_total=self.total,
+                           eta_s=self.eta_s(done))
+        if self.echo is not None:
+            self.echo(message, force=done >= self.total)

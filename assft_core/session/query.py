@@ -8,13 +8,14 @@ the round and the number of picks already excluded (ASSFT, METHOD.md §3).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from assft_core.errors import StateError
 from assft_core.session import rounds
-from assft_core.session.project import Project
+from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import ProposeFn, Query, RoundPool
 
 
@@ -79,3 +80,61 @@ def swap_pick(project: Project, case_id: str, strategy: str | None = None) -> li
     """
     name = strategy or project.config.strategy
     return rounds.swap(project, case_id, strategy_proposer(project, name), name)
+
+
+@dataclass(frozen=True)
+class PickContext:
+    """What a reviewer needs to know about one pick beside its scores.
+
+    Attributes:
+        query: the pick as stored.
+        site: the case's site ("" when the case is unknown).
+        nearest_id: the case its diversity was measured against: the nearest labelled or already
+            picked case in the embedding when it was picked (None while there was none).
+        nearest_kind: "labelled" or "picked" (an earlier pick of this round); None with no case.
+    """
+
+    query: Query
+    site: str
+    nearest_id: str | None
+    nearest_kind: str | None
+
+
+def pick_contexts(project: Project, picks: list[Query]) -> list[PickContext]:
+    """Each pick with its site and the case its diversity was measured against (METHOD.md §1).
+
+    Picks stored before the nearest case of S was recorded name the nearest labelled case.
+    """
+    sites = {c.case_id: c.site for c in list_cases(project, usable_only=False)}
+    out = []
+    for q in picks:
+        e = q.explanation
+        nearest, kind = e.get("nearest_id"), e.get("nearest_kind")
+        if nearest is None and e.get("nearest_labelled_id"):
+            nearest, kind = e["nearest_labelled_id"], "labelled"
+        out.append(PickContext(q, sites.get(q.case_id, ""), nearest, kind))
+    return out
+
+
+def next_in_line(project: Project, strategy: str | None = None, count: int = 3) -> list[dict[str, Any]]:
+    """The strategy's next `count` cases after the live picks, with their scores (read-only).
+
+    What "Propose more" would add, in order (the live picks fixed, the same seeded generator), and
+    the first of them is what a swap usually brings in.
+
+    Returns:
+        Pick dicts (`Pick.to_dict()`: case_id, score, criterion, ...) plus "site"; [] before the
+        round is scored or when no candidate is left.
+
+    Raises:
+        StateError: as `strategy_proposer` (no stored scores, unknown strategy, missing head).
+    """
+    info = rounds.current_round(project)
+    if info.state not in (rounds.RoundState.SCORED, rounds.RoundState.PROPOSED) or count <= 0:
+        return []
+    pool = rounds.round_pool(project)
+    if not pool.candidates:
+        return []
+    sites = {c.case_id: c.site for c in list_cases(project, usable_only=False)}
+    picks = strategy_proposer(project, strategy)(pool, min(count, len(pool.candidates)))
+    return [{**p, "site": sites.get(str(p["case_id"]), "")} for p in picks]

@@ -19,7 +19,7 @@ from assft_core.data.records import Split
 from assft_core.errors import StateError
 from assft_core.query.table import ScoreTable, query_table
 from assft_core.session import rounds, workspace
-from assft_core.session.progress import Echo, ProgressSink
+from assft_core.session.progress import CaseProgress, Echo, ProgressSink
 from assft_core.session.project import Project, list_cases
 from assft_core.session.rounds import RoundState
 
@@ -110,13 +110,12 @@ def score_round(project: Project, sink: ProgressSink, *, device: str = "auto", e
         model = load_model(ref.path, device=device)
         out_dir = project.artifact_path(workspace.SCORES_DIR, f"{ref.tag}-{key[:16]}")
 
-        def on_case(done: int, total: int | None, case_id: str, m: int = m, tag: str = ref.tag) -> None:
-            n = total or len(cases)
-            fraction = (m + done / n) / len(refs)
-            message = f"scoring with {tag}: {done}/{n} cases ({case_id})"
-            sink.progress(fraction, message, phase=f"score:{tag}", cases_done=done, cases_total=n)
-            if echo is not None:
-                echo(message, force=done == n)
+        step = CaseProgress(sink, f"score:{ref.tag}", f"scoring with {ref.tag}", len(cases),
+                            (m / len(refs), (m + 1) / len(refs)), echo, later=len(cases) * (len(refs) - m - 1))
+
+        def on_case(done: int, total: int | None, case_id: str, step: CaseProgress = step) -> None:
+            step.total = total or len(cases)
+            step(done, case_id)
 
         tables.append(
             score_cases(

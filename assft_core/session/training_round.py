@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ ROUND_DIR = "round"  # the SSFT round folder inside the job's run folder
 SSFT_REPORT = "ssft_report.json"
 # Shares of the job's progress bar: data preparation, training phases, evaluation.
 _PREP, _TRAIN = 0.03, 0.90
+_SCORED = re.compile(r"scoring (\d+)/(\d+)")  # SSFT's per-case message during its pseudo-label pass
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def train_round(
                 "wall_s": metrics["wall_s"], "ssft_mode": request.ssft_mode.value,
                 "ssft_admitted": metrics.get("admitted"), "recipe": metrics.get("recipe"),
             },
+            sink=sink,
+            share=(_PREP + _TRAIN, 1.0),
         )
         metrics["mean_dice"] = evaluated.metrics.get("mean_dice")
         metrics["evaluated_on"] = evaluated.metrics.get("evaluated_on")
@@ -327,6 +331,8 @@ def _progress_reporter(
     after `_PREP`), step, loss, lr and ETA as metrics, each trainer event in the step log (steps
     counted over the whole round, not per phase), and a line for people."""
 
+    pace = {"step_s": None, "since": time.perf_counter()}  # measured s per step; when the last step ended
+
     def on_progress(rp: RoundProgress) -> None:
         fraction = _PREP + _TRAIN * rp.fraction
         extra: dict[str, Any] = {"phase": rp.phase}
@@ -334,8 +340,15 @@ def _progress_reporter(
             event = rp.event.to_dict()
             done = round(rp.fraction * total_steps)
             rate = event["elapsed_s"] / max(event["step"], 1)
+            pace.update(step_s=rate, since=time.perf_counter())
             extra.update(step=done, loss=event["loss"], lr=event["lr"], eta_s=rate * (total_steps - done))
             steps.append({**event, "phase_step": event["step"], "step": done})
+        elif (scored := _SCORED.match(rp.message)) and pace["step_s"] is not None:
+            # SSFT's pseudo-label pass, case by case: its cases left at the measured pace, then the SSFT steps.
+            done, n = int(scored[1]), int(scored[2])
+            per_case = (time.perf_counter() - pace["since"]) / max(done, 1)
+            steps_left = total_steps - round(rp.fraction * total_steps)
+            extra.update(cases_done=done, cases_total=n, eta_s=per_case * (n - done) + pace["step_s"] * steps_left)
         sink.progress(fraction, rp.message, **extra)
         if echo is not None:
             loss = f"  loss {extra['loss']:.4f}" if "loss" in extra else ""

@@ -342,3 +342,30 @@ def focus_slice(view: CaseView, axis: Axis | str) -> int:
             ras, _ = to_ras(np.asarray(mask) > 0, view.affine)
             return int(np.median(np.argwhere(ras)[:, ras_axis]))
     return n_slices(tuple(view.image.shape[1:]), axis, view.affine) // 2
+
+
+def with_model_maps(view: CaseView, argmax: np.ndarray, entropy: np.ndarray | None, affine: np.ndarray,
+                    radius: int, source: str) -> CaseView:
+    """The case view with another model's prediction, entropy and ROI (the Viewer's model selector).
+
+    Args:
+        view: the case on the scoring grid (`load_case_view`).
+        argmax: (X, Y, Z) uint8 that model's predicted classes on the same grid.
+        entropy: (X, Y, Z) its normalised entropy H, or None.
+        affine: (4, 4) the grid of `argmax` (checked against the view's).
+        radius: the ASD ROI dilation radius r in voxels.
+        source: where the maps come from, in words (kept in the notes).
+
+    Raises:
+        StateError: when the maps are on another grid than the view (stale: preprocessing changed).
+    """
+    grid = tuple(int(s) for s in view.image.shape[1:])
+    if tuple(argmax.shape) != grid or not np.allclose(affine, view.affine, atol=1e-3):
+        raise StateError(
+            f"the model's maps of {view.case_id!r} (shape {tuple(argmax.shape)}) are not on its preprocessed grid "
+            f"(shape {grid}); delete the project's artifacts/cache/viewer folder and open the case again."
+        )
+    notes = [n for n in view.notes if "no prediction" not in n and "no head" not in n and "fallback" not in n]
+    return CaseView(case_id=view.case_id, image=view.image, affine=view.affine, label=view.label,
+                    label_note=view.label_note, prediction=argmax, entropy=entropy,
+                    roi=roi_from_argmax(argmax, radius), notes=[*notes, f"prediction {source}"])

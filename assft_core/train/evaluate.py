@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,7 +332,8 @@ def predict_native(network: nn.Module, case: PreprocessedCase, cfg: InferenceCon
     return invert_label(pred, case)
 
 
-def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int, cfg: InferenceConfig) -> EvalReport:
+def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int, cfg: InferenceConfig,
+             on_case: Callable[[int, str], None] | None = None) -> EvalReport:
     """Evaluate `network` on `cases` on their native grids (ASSFT, METHOD.md §5).
 
     Sliding-window inference (with `cfg.n_tta` flip TTA), argmax, inversion of the preprocessing,
@@ -344,6 +345,7 @@ def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int,
             `EvalCaseStream` or a generator holds one case in memory; only scores are kept).
         num_classes: K, including background.
         cfg: sliding-window settings.
+        on_case: called as `on_case(done, case_id)` after each case (progress).
 
     Returns:
         Per-case, per-class and per-site scores; `to_dict()` is strict JSON.
@@ -365,6 +367,8 @@ def evaluate(network: nn.Module, cases: Iterable[EvalCase], *, num_classes: int,
         pred = predict_native(network, ec.case, cfg, num_classes)
         classes = score_classes(pred, ref, num_classes, ec.native_spacing_mm)
         reports.append(CaseReport(case_id=ec.case.case_id, site=ec.case.site, classes=classes))
+        if on_case is not None:
+            on_case(len(reports), ec.case.case_id)
         del ec, ref, pred  # the next case is made only after this one is released
     sites = sorted({r.site for r in reports})
     return EvalReport(

@@ -39,6 +39,50 @@ CLASS_COLOURS = (
 )  # fmt: skip
 IGNORE_COLOUR = "#bdbdbd"
 ROI_COLOUR = "#00e5ff"
+# The error view (`error_map`): code -> (name in the legend, colour).
+FALSE_POSITIVE, FALSE_NEGATIVE, WRONG_CLASS = 1, 2, 3
+ERROR_CLASSES = {
+    FALSE_POSITIVE: ("false positive: predicted, not in the label", "#ff00ff"),
+    FALSE_NEGATIVE: ("false negative: in the label, missed", "#ffd700"),
+    WRONG_CLASS: ("wrong class: both foreground, classes differ", "#ffffff"),
+}
+# Entropy below this is left undrawn (the image shows through); above it an opaque sequential
+# scale, dark violet at low H to yellow at H = 1 (plasma): no step of it is white or transparent.
+ENTROPY_FLOOR = 0.05
+ENTROPY_SCALE = "Plasma"
+
+
+class LabelStyle(str, enum.Enum):
+    """How the label overlay is drawn: filled like the prediction, or as an outline per class."""
+
+    FILL = "fill"
+    OUTLINE = "outline"
+
+
+def error_map(label: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Voxel-wise disagreement of a prediction with a label, for the error view.
+
+    Args:
+        label: (X, Y, Z) reference class indices (255 = ignore: never an error).
+        prediction: (X, Y, Z) predicted class indices, same grid.
+
+    Returns:
+        (X, Y, Z) uint8: 0 agree, `FALSE_POSITIVE` (predicted foreground on label background),
+        `FALSE_NEGATIVE` (label foreground predicted as background), `WRONG_CLASS` (both
+        foreground, different classes).
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    label, prediction = np.asarray(label), np.asarray(prediction)
+    if label.shape != prediction.shape:
+        raise ValueError(f"error_map: label {label.shape} and prediction {prediction.shape} need the same grid")
+    known = label != IGNORE_LABEL
+    out = np.zeros(label.shape, dtype=np.uint8)
+    out[known & (label == 0) & (prediction > 0)] = FALSE_POSITIVE
+    out[known & (label > 0) & (prediction == 0)] = FALSE_NEGATIVE
+    out[known & (label > 0) & (prediction > 0) & (label != prediction)] = WRONG_CLASS
+    return out
 
 
 class Axis(str, enum.Enum):
@@ -118,17 +162,22 @@ def slice_figure(
     prediction: np.ndarray | None = None,
     entropy: np.ndarray | None = None,
     roi: np.ndarray | None = None,
+    errors: np.ndarray | None = None,
     opacity: float = 0.4,
     convention: Convention | str = Convention.RADIOLOGICAL,
     window: tuple[float, float] | None = None,
     class_names: dict[int, str] | None = None,
+    label_style: LabelStyle | str = LabelStyle.FILL,
 ) -> go.Figure:
     """One slice of a volume with optional overlays (see the module docstring for orientation).
 
     Traces, bottom to top: the image (grayscale, uint8 after windowing), the label, the
     prediction (categorical colours fixed per class, background transparent, 255 = ignore in
-    grey, a legend entry per class in the slice), the entropy heatmap (transparent at 0, colour
-    bar 0–1), and the ROI outline (iso-line at 0.5 of the mask, along the mask's pixel edges).
+    grey, a legend entry per class in the slice), the error view (false positives / negatives,
+    `error_map`), the entropy heatmap (undrawn below `ENTROPY_FLOOR`, an opaque sequential scale
+    with its colour bar 0–1), and the ROI outline (iso-line at 0.5 of the mask). With
+    `label_style="outline"` the label is drawn as one outline per class over the prediction's
+    fill, so the two never blend into colours the legend does not have.
 
     Example:
         >>> import numpy as np
@@ -147,11 +196,13 @@ def slice_figure(
         prediction: (X, Y, Z) predicted class indices (argmax), same grid.
         entropy: (X, Y, Z) normalised voxel entropy `H` in [0, 1] (METHOD.md §2), same grid.
         roi: (X, Y, Z) bool ASD ROI mask (METHOD.md §2), same grid.
+        errors: (X, Y, Z) `error_map(label, prediction)` codes, same grid.
         opacity: opacity of the label / prediction / entropy overlays, in [0, 1].
         convention: left/right display of axial and coronal slices.
         window: (low, high) intensities mapped to black / white; default the volume's
             0.5 / 99.5 percentiles.
         class_names: class index → name for the legend (default "class k").
+        label_style: "fill" (as the prediction) or "outline" (one outline per class).
 
     Returns:
         The figure; x/y in mm, equal scaling.
@@ -167,7 +218,7 @@ def slice_figure(
         raise ValueError(f"slice_figure: opacity must be in [0, 1], got {opacity}")
     volume, spacing = to_ras(np.asarray(image), affine)
     spacing = spacing or tuple(float(s) for s in (spacing_mm or (1.0, 1.0, 1.0)))
-    overlays = {"label": label, "prediction": prediction, "entropy": entropy, "roi": roi}
+    overlays = {"label": label, "prediction": prediction, "entropy": entropy, "roi": roi, "errors": errors}
     for name, overlay in overlays.items():
         if overlay is not None and np.shape(overlay) != np.shape(image):
             raise ValueError(f"slice_figure: {name} has shape {np.shape(overlay)}, image {np.shape(image)}: same grid needed")
@@ -200,10 +251,16 @@ def slice_figure(
             hovertemplate="x %{x:.1f} mm, y %{y:.1f} mm<extra></extra>",
         )
     )
-    for name in ("label", "prediction"):
-        if overlays[name] is not None:
-            cut = plane(to_ras(np.asarray(overlays[name]), affine)[0])
-            fig.add_traces(_label_traces(cut, x, y, name, opacity, class_names))
+    outline = LabelStyle(label_style) is LabelStyle.OUTLINE
+    if label is not None and not outline:
+        fig.add_traces(_label_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, "label", opacity, class_names))
+    if prediction is not None:
+        cut = plane(to_ras(np.asarray(prediction), affine)[0])
+        fig.add_traces(_label_traces(cut, x, y, "prediction", opacity, class_names))
+    if errors is not None:
+        fig.add_traces(_error_traces(plane(to_ras(np.asarray(errors), affine)[0]), x, y, opacity))
+    if label is not None and outline:
+        fig.add_traces(_outline_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, class_names))
     if entropy is not None:
         fig.add_trace(_entropy_trace(plane(to_ras(np.asarray(entropy), affine)[0]), x, y, opacity))
     if roi is not None:
@@ -221,6 +278,7 @@ def slice_figure(
                 hoverinfo="skip",
             )
         )
+        fig.add_trace(_legend_line("ROI: predicted anatomy, dilated (ASD region)", ROI_COLOUR, "ROI"))
     _layout(fig, axis, convention, h_axis, v_axis, index, depth)
     return fig
 
@@ -281,25 +339,65 @@ def _label_traces(
     return traces
 
 
-def _entropy_trace(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float) -> go.Heatmap:
-    """Entropy heatmap: alpha grows with H, so certain voxels leave the image visible."""
-    inferno = ("#000004", "#420a68", "#932667", "#dd513a", "#fca50a", "#fcffa4")
+def _legend_line(name: str, colour: str, group: str) -> go.Scatter:
+    """A legend entry drawn as a line (outlines), no data."""
+    return go.Scatter(x=[None], y=[None], mode="lines", line={"color": colour, "width": 3}, name=name,
+                      legendgroup=group)
+
+
+def _outline_traces(cut: np.ndarray, x: np.ndarray, y: np.ndarray,
+                    class_names: dict[int, str] | None) -> list[go.Contour | go.Scatter]:
+    """The label as one outline per class present in the slice (iso-line at 0.5 of the class
+    mask), each with a legend entry; the traces carry the class mask × class as `z`."""
+    traces: list[go.Contour | go.Scatter] = []
+    for v in (int(c) for c in np.unique(cut) if c != 0):
+        colour = _label_colour(v)
+        traces.append(go.Contour(
+            z=((cut == v) * v).astype(np.uint8), x=x, y=y, name="label",
+            contours={"start": v / 2, "end": v / 2, "size": 1, "coloring": "lines"},
+            line={"color": colour, "width": 2}, colorscale=[[0, colour], [1, colour]], showscale=False,
+            hoverinfo="skip", showlegend=False,
+        ))
+        name = "ignore" if v == IGNORE_LABEL else (class_names or {}).get(v, f"class {v}")
+        traces.append(_legend_line(f"label: {name} (outline)", colour, "label"))
+    return traces
+
+
+def _error_traces(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float) -> list[go.Heatmap | go.Scatter]:
+    """The error view: a categorical heatmap of `error_map` codes and a legend entry per code present."""
+    top = max(ERROR_CLASSES)
     scale = []
-    for i, colour in enumerate(inferno):
-        t = i / (len(inferno) - 1)
-        r, g, b = (int(colour[k : k + 2], 16) for k in (1, 3, 5))
-        scale.append([t, f"rgba({r},{g},{b},{t:.2f})"])
+    for v in range(top + 1):
+        colour = "rgba(0,0,0,0)" if v == 0 else ERROR_CLASSES[v][1]
+        scale += [[v / (top + 1), colour], [(v + 1) / (top + 1), colour]]
+    traces: list[go.Heatmap | go.Scatter] = [go.Heatmap(
+        z=cut.astype(np.uint8), x=x, y=y, zmin=-0.5, zmax=top + 0.5, colorscale=scale, showscale=False,
+        opacity=max(opacity, 0.6), name="errors", hovertemplate="error code %{z}<extra></extra>",
+    )]
+    for v in (int(c) for c in np.unique(cut) if c != 0):
+        name, colour = ERROR_CLASSES[v]
+        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup="errors",
+                                 marker={"symbol": "square", "size": 12, "color": colour,
+                                         "line": {"color": "#555555", "width": 1}}))  # white stays visible
+    return traces
+
+
+def _entropy_trace(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float) -> go.Heatmap:
+    """Entropy heatmap: an opaque sequential scale (dark violet → yellow), voxels below
+    `ENTROPY_FLOOR` undrawn so certain voxels leave the image visible."""
+    h = np.clip(cut.astype(np.float32), 0.0, 1.0)
     return go.Heatmap(
-        z=np.clip(cut.astype(np.float32), 0.0, 1.0),
+        z=np.where(h >= ENTROPY_FLOOR, h, np.nan),
         x=x,
         y=y,
         zmin=0.0,
         zmax=1.0,
-        colorscale=scale,
+        colorscale=ENTROPY_SCALE,
         opacity=opacity,
         name="entropy",
-        colorbar={"title": {"text": "entropy H"}, "tickvals": [0, 0.5, 1]},
+        colorbar={"title": {"text": "entropy H"}, "tickvals": [0, 0.5, 1], "thickness": 12},
         hovertemplate="entropy %{z:.2f}<extra></extra>",
+        hoverongaps=False,
     )
 
 

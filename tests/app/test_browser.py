@@ -28,7 +28,7 @@ import torch
 from assft_core.config import InferenceConfig, PreprocessConfig, ProjectConfig, SSFTConfig, TrainConfig
 from assft_core.errors import StateError
 from assft_core.models.card import ModelCard
-from assft_core.session import jobs, rounds
+from assft_core.session import jobs, labels, rounds, store
 from assft_core.session.project import create_project
 from assft_core.session.rounds import RoundState
 
@@ -37,7 +37,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 # Screenshots worth keeping in the docs (the README shows two of them).
-KEY_SHOTS = ("query", "embedding", "viewer")
+KEY_SHOTS = ("query", "labels", "finetune", "embedding", "viewer", "viewer-errors")
 ROI = (32, 32, 32)
 SERVER_START_S = 90.0
 JOB_S = 240.0  # a job's process imports torch and MONAI first: slow on a busy 2-core machine
@@ -196,6 +196,13 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             approve = page.get_by_role("button", name="Approve all 2 pending")
             approve.wait_for(timeout=60_000)
             page.locator("[data-testid='stDataFrame'] canvas").first.wait_for()
+            # Each pick with its thumbnail; pick 2 names pick 1, the case its diversity was measured against.
+            expect(page.locator("[data-testid='stImage'] img")).to_have_count(2, timeout=60_000)
+            first, second = rounds.list_queries(project)
+            if second.explanation.get("nearest_kind") == "picked":
+                expect(page.get_by_text(f"Most similar case already chosen: {second.explanation['nearest_id']} "
+                                        "(picked earlier this round)")).to_be_visible()
+            expect(page.get_by_text("Next in line")).to_be_visible()
             shots.take("query")
             approve.click()
             expect(page.get_by_text("Round 0 is approved")).to_be_visible(timeout=60_000)
@@ -204,16 +211,26 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             assert len(picks) == 2
 
             _goto(page, f"{url}/labels", "Labels")
+            # An upload is previewed over the image before anything is stored (the case's reference label here).
+            with store.reading(project.db) as conn:
+                reference = conn.execute("SELECT reference_label FROM cases WHERE case_id = ?", (picks[0],)).fetchone()[0]
+            page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(reference)
+            expect(page.get_by_text(f"fits the image of {picks[0]}")).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("button", name="Download the image", exact=True)).to_have_count(2)
+            _no_exception(page)
+            shots.take("labels")
+            assert labels.current_labels(project) == {}  # previewed, not stored
             page.get_by_role("button", name="Label 2 case(s) with the oracle (demo)").click()
             expect(page.get_by_text("Every approved case has a label")).to_be_visible(timeout=60_000)
-            shots.take("labels")
 
             _goto(page, f"{url}/finetune", "Fine-tune")
+            expect(page.get_by_text("Expected time of this fine-tuning")).to_be_visible(timeout=60_000)
+            shots.take("finetune")
             page.get_by_role("button", name="Fine-tune", exact=True).click()
             page.get_by_text("Results of train job").wait_for(timeout=JOB_S * 1000)
             marks["fine-tune job"] = time.monotonic()
             _no_exception(page)
-            shots.take("finetune")
+            shots.take("finetune-results")
             assert rounds.current_round(project).state in (RoundState.TRAINED, RoundState.EVALUATED)
 
             _goto(page, f"{url}/embedding", "Embedding")
@@ -248,8 +265,27 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
                 timeout=60_000,
             )
             assert "entropy" in sagittal.evaluate(names)
+            # The model selector: f_1, fine-tuned in round 0, is run on the case on demand; drawn with the
+            # label as outline and the prediction as fill, then the error view; a legend by each view.
+            page.get_by_role("combobox", name="Model").click()
+            page.get_by_role("option", name="f_1 (fine-tuned in round 0)").click()
+            expect(page.get_by_text("prediction computed now with round1")).to_be_visible(timeout=JOB_S * 1000)
+            shown = ("() => { const p = document.querySelectorAll('.js-plotly-plot')[2]; if (!p) return false;"
+                     " const n = p.data.map(t => t.name); return %s; }")
+            # One overlay switch at a time, each waited for in the figure before the next.
+            for overlay, check in (("entropy", "!n.includes('entropy')"), ("ROI", "!n.includes('ROI')"),
+                                   ("prediction", "n.includes('prediction')")):
+                page.get_by_role("button", name=overlay, exact=True).click()
+                page.wait_for_function(shown % check, timeout=60_000)
+            assert planes.nth(0).locator(".legend").count() == 1  # a legend by each view, not only the last
             _no_exception(page)
             shots.take("viewer")
+            page.get_by_role("button", name="prediction", exact=True).click()
+            page.wait_for_function(shown % "!n.includes('prediction')", timeout=60_000)
+            page.get_by_role("button", name="errors", exact=True).click()
+            page.wait_for_function(shown % "n.includes('errors')", timeout=60_000)
+            _no_exception(page)
+            shots.take("viewer-errors")
             marks["viewer"] = time.monotonic()
             # Back on the Embedding page the old click is gone: the page stays (no bounce to the Viewer).
             page.get_by_role("link", name="Embedding").click()

@@ -48,7 +48,7 @@ def _fake_training(ctx: JobContext) -> dict:
 def test_labelled_round_launches_training_with_the_chosen_settings(run_page, oracle_project, fake_jobs) -> None:
     drive_oracle_round(oracle_project, RoundState.LABELLED)
     at = run_page("finetune", oracle_project.folder)
-    assert "Device: CPU" in at.info[-1].value
+    assert any("Device: CPU" in i.value for i in at.info)
     at.number_input(key="ft-sup").set_value(7)
     at.number_input(key="ft-ssft").set_value(3)
     at.selectbox(key="ft-mode").set_value(at.selectbox(key="ft-mode").options[1])  # "none: ..."
@@ -142,3 +142,39 @@ def test_the_evaluated_round_shows_hd95_with_the_missed_count(run_page, oracle_p
     at = run_page("finetune", oracle_project.folder)
     assert not at.exception
     assert "HD95 0.0 mm (1 missed)" in [c.value for c in at.caption]
+
+
+def test_expected_time_is_shown_before_launch_and_the_quick_demo_preset_states_its_time(
+    run_page, oracle_project, monkeypatch
+) -> None:
+    from types import SimpleNamespace
+
+    from assft_core.session import estimate
+
+    drive_oracle_round(oracle_project, RoundState.LABELLED)
+    at = run_page("finetune", oracle_project.folder)
+    (expected,) = [i.value for i in at.info if i.value.startswith("Expected time")]
+    assert "a first guess: these steps have not run in this project yet" in expected
+    quick = at.button(key="ft-quick")
+    assert quick.label.startswith(f"Quick demo: {estimate.QUICK_DEMO.supervised_steps} + "
+                                  f"{estimate.QUICK_DEMO.ssft_steps} steps, about ")
+    quick.click().run()
+    assert at.number_input(key="ft-sup").value == estimate.QUICK_DEMO.supervised_steps
+    assert at.number_input(key="ft-ssft").value == estimate.QUICK_DEMO.ssft_steps
+    assert not jobs.list_jobs(oracle_project)  # a preset starts nothing
+
+    # Measured: a finished train job's wall time per step and per unlabelled case replaces the guesses.
+    done = SimpleNamespace(kind="train", status=JobStatus.DONE, params={"supervised_steps": 10, "ssft_steps": 5},
+                           metrics={"wall_s": {"supervised": 20.0, "scoring": 3.0, "ssft": 15.0, "job": 40.0},
+                                    "unlabelled": 2}, created_at=1000.0, finished_at=1052.0)
+    monkeypatch.setattr(jobs, "list_jobs", lambda project, reap=True: [done])
+    rates = estimate.measured_rates(oracle_project)
+    assert rates == {"supervised": 2.0, "pseudo-labels": 1.5, "ssft": 3.0, "startup": 12.0}
+    plan = estimate.training_estimate(oracle_project, 30, 20, "selective")
+    by_phase = {p.phase: p for p in plan.phases}
+    assert by_phase["supervised"].seconds == 60.0 and by_phase["ssft"].seconds == 60.0
+    assert by_phase["pseudo-labels"].units == 2 and not by_phase["evaluation"].measured  # no evaluation yet
+    assert plan.fixed_s == 12.0 and plan.fixed_measured
+    at.run()
+    (expected,) = [i.value for i in at.info if i.value.startswith("Expected time")]
+    assert "partly measured" in expected

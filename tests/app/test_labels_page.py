@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from app_factories import AFFINE, blob_label, store_scores
 
+from assft_core.errors import DataError
 from assft_core.session import labels, rounds
 from assft_core.session.query import propose_round
 from assft_core.session.rounds import RoundState
@@ -38,8 +40,8 @@ def _files_under(folder: Path) -> list[Path]:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (b"definitely not a NIfTI file", "was not stored"),
-        (_nifti_bytes(np.zeros((6, 6, 6), np.uint8)), "was not stored"),  # wrong grid: 6³ for an 8³ image
+        (b"definitely not a NIfTI file", "label.nii.gz"),
+        (_nifti_bytes(np.zeros((6, 6, 6), np.uint8)), "shape"),  # wrong grid: 6³ for an 8³ image
     ],
     ids=["garbage", "wrong-shape"],
 )
@@ -49,9 +51,16 @@ def test_invalid_upload_stores_nothing_and_says_why(run_page, expert_project, co
     at = run_page("labels", expert_project.folder)
     at.file_uploader(key=f"file-0-{case_id}").set_value(("label.nii.gz", content, "application/gzip"))
     at.run()
-    at.button(key=f"store-0-{case_id}").click().run()
     assert not at.exception
-    assert expected in at.error[0].value and case_id in at.error[0].value
+    # The preview says why before anything is stored, naming the user's file, never a temporary path.
+    message = at.error[0].value
+    assert message.startswith(f"label.nii.gz would not be stored for {case_id}") and expected in message
+    assert "tmp" not in message and str(expert_project.folder) not in message
+    assert at.button(key=f"store-0-{case_id}").disabled
+    # The engine refuses it the same way, in the user's words.
+    with pytest.raises(DataError) as refused:
+        labels.label_upload(expert_project, case_id, content, "label.nii.gz")
+    assert "label.nii.gz" in str(refused.value) and "upload-" not in str(refused.value)
     assert labels.current_labels(expert_project).keys() == before.keys()
     assert _files_under(expert_project.artifact_path("labels", case_id)) == []
     assert _files_under(expert_project.artifact_path("tmp")) == []  # the upload's temporary copy is gone
@@ -64,6 +73,11 @@ def test_valid_upload_is_stored_as_version_one_and_listed(run_page, expert_proje
     at = run_page("labels", expert_project.folder)
     at.file_uploader(key=f"file-0-{case_id}").set_value(("mine.nii.gz", data, "application/gzip"))
     at.run()
+    # Previewed over the image before it is stored: the label's voxels on the chosen slice, nothing stored yet.
+    (preview,) = [c for c in at.get("plotly_chart") if c.key == f"preview-figure-0-{case_id}"]
+    assert "mine.nii.gz over" in json.loads(preview.proto.spec)["layout"]["title"]["text"]
+    assert labels.current_labels(expert_project) == {} or case_id not in labels.current_labels(expert_project)
+    assert any(f"mine.nii.gz fits the image of {case_id}" in c.value for c in at.caption)
     at.button(key=f"store-0-{case_id}").click().run()
     assert not at.exception and not at.error
     (version,) = labels.label_versions(expert_project, case_id)
@@ -109,7 +123,7 @@ def test_picks_zip_and_bulk_upload_store_the_good_files_and_report_the_effort(
     at = run_page("labels", expert_project.folder)
     at.button(key="export-picks").click().run()
     assert not at.exception and not at.error
-    [download] = at.get("download_button")
+    [download] = [d for d in at.get("download_button") if d.key == "download-picks"]
     assert download.proto.label == "Download the picks (zip)"
     names = zipfile.ZipFile(io.BytesIO(annotation.export_picks_zip(expert_project))).namelist()
     assert f"preannotations/{case_id}.nii.gz" in names
@@ -124,8 +138,29 @@ def test_picks_zip_and_bulk_upload_store_the_good_files_and_report_the_effort(
     at.run()
     at.button(key="import-labels").click().run()
     assert not at.exception
-    assert any("other.nii.gz was not stored" in e.value for e in at.error)
+    (other,) = [e.value for e in at.error if "other.nii.gz was not stored" in e.value]
+    assert "uploads-" not in other and "tmp" not in other  # the user's file name, not the temporary copy
     assert any(f"{case_id} v1: 2 voxel(s), 2/8 slice(s) changed" in s.value for s in at.success)
     assert labels.current_labels(expert_project)[case_id].source == "expert"
     assert _files_under(expert_project.artifact_path("tmp")) == []
     assert rounds.current_round(expert_project).state is RoundState.LABELLED
+
+
+def test_each_approved_pick_offers_its_image_and_then_its_starting_label(run_page, expert_project, monkeypatch) -> None:
+    from assft_core.session import annotation
+
+    case_id = _approve_one(expert_project)
+    pre = np.zeros((8, 8, 8), np.uint8)
+    pre[2:6, 2:6, 2:6] = 1
+    monkeypatch.setattr(annotation, "model_predictor", lambda device="auto": lambda p, f: (pre, "f0"))
+    at = run_page("labels", expert_project.folder)
+    keys = {d.key for d in at.get("download_button")}
+    assert f"image-{case_id}-0" in keys and f"pre-{case_id}" not in keys
+    assert any("press **Prepare the picks**" in c.value for c in at.caption)
+    at.button(key="export-picks").click().run()
+    assert not at.exception
+    keys = {d.key for d in at.get("download_button")}
+    assert {f"image-{case_id}-0", f"pre-{case_id}", "download-picks"} <= keys
+    (files,) = annotation.pick_files(expert_project)
+    assert files.preannotation is not None and files.model == "f0"
+    assert nib.load(str(files.preannotation)).shape == (8, 8, 8)  # the image's own grid

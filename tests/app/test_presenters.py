@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from app.presenters import (
+    pick_sentence,
     HistoryPoint,
     dataset_summary,
     describe_pick,
@@ -72,7 +73,7 @@ def test_describe_pick_says_what_is_unavailable_and_never_guesses() -> None:
 def test_pick_numbers_row() -> None:
     row = pick_numbers(2, "p3", "approved", {"score": 0.5, "kg": 1.2, "nearest_labelled_id": None})
     assert row == {"rank": 2, "case": "p3", "status": "approved", "score": 0.5, "KG": 1.2, "k̂": None,
-                   "ASD": None, "â": None, "DIV": None, "δ": None, "nearest labelled": ""}
+                   "ASD": None, "â": None, "DIV": None, "δ": None, "nearest labelled or picked": ""}
 
 
 def _round(idx: int, state: RoundState, metrics: dict) -> RoundInfo:
@@ -112,3 +113,19 @@ def test_fmt_number(value: object, text: str) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(None, "–"), (4.4, "4 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
 def test_format_seconds(seconds: float | None, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+def test_pick_sentence_is_plain_words_naming_the_case_it_was_measured_against() -> None:
+    e = {"criterion": "δ · (λ k̂ + (1 − λ) â)", "kg": 1.5, "kg_rank": 0.8, "asd": 0.25, "asd_rank": 0.6,
+         "div": 0.12, "delta": 0.75, "nearest_labelled_id": None, "nearest_id": "p1", "nearest_kind": "picked"}
+    text = pick_sentence("p3", "assft", e)
+    assert text.startswith("p3 was picked because the model is less sure of its outline here than on 60 %")
+    assert "than 80 % of the unlabelled scans" in text and "p1 (picked earlier this round)" in text
+    assert "than on any other unlabelled scan" in pick_sentence("p3", "assft", {**e, "asd_rank": 1.0})
+    assert not any(symbol in text for symbol in ("k̂", "â", "δ", "KG", "ASD", "DIV"))
+    assert "Nearest labelled or already picked case**: p1 (picked earlier" in "\n".join(describe_pick(e))
+    # DKD alone speaks of the training data and variety only; random says it is random.
+    assert "outline" not in pick_sentence("p3", "dkd", {**e, "criterion": "DKD = k̂ · δ"})
+    assert "at random" in pick_sentence("p3", "random", e)
+    # An older explanation without nearest_id names the nearest labelled case.
+    assert "p0 (already labelled)" in pick_sentence("p3", "assft", {**e, "nearest_id": None, "nearest_labelled_id": "p0"})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app_factories import store_scores
+from app_factories import CASES, store_scores
+from scored_maps import store_scores_with_maps
 
 from assft_core.query.table import Availability
 from assft_core.session import jobs, rounds
@@ -18,6 +19,9 @@ def test_open_round_asks_for_scoring_and_the_button_queues_a_launched_job(run_pa
     at = run_page("query", oracle_project.folder)
     assert "Score the pool first" in at.warning[0].value
     assert [b.label for b in at.button] == ["Score the pool"]
+    # The time it will take, before launch: the scoring pass, and a whole round at the project's settings.
+    (expected,) = [c.value for c in at.caption if c.value.startswith("Expected time of the scoring pass")]
+    assert "scoring 6 cases" in expected and "A whole round" in expected and "evaluation" in expected
     at.button(key="score").click().run()
     assert not at.exception
     (job,) = jobs.list_jobs(oracle_project)
@@ -64,7 +68,7 @@ def test_swap_replaces_a_pick_and_a_larger_budget_proposes_more(run_page, oracle
     assert statuses[first] == "swapped" and statuses[second] == "proposed"
     (new,) = [c for c, s in statuses.items() if c not in (first, second)]
     assert statuses[new] == "proposed"
-    assert "2 live pick(s) fill the budget" in at.caption[-1].value  # no propose button then
+    assert any("2 live pick(s) fill the budget" in c.value for c in at.caption)  # no propose button then
     assert not [b for b in at.button if b.key == "propose"]
     # A larger budget: one more pick is proposed with the live ones fixed.
     at.number_input(key="query-budget").set_value(3).run()
@@ -83,3 +87,52 @@ def test_engine_refusals_are_messages_not_tracebacks(run_page, oracle_project) -
     assert not at.exception
     assert at.error[0].value.startswith("Could not propose picks: strategy 'fg_entropy'")
     assert rounds.list_queries(oracle_project) == []
+
+
+def test_each_pick_has_its_site_picture_sentence_and_the_case_it_was_measured_against(run_page, oracle_project) -> None:
+    store_scores_with_maps(oracle_project)
+    at = run_page("query", oracle_project.folder)
+    at.button(key="propose").click().run()
+    assert not at.exception, at.exception
+    first, second = rounds.list_queries(oracle_project)
+    sites = dict((cid, site) for cid, site, _ in CASES)
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"#1 · {first.case_id}** · site {sites[first.case_id]}" in text
+    # Nothing is labelled: pick 2's diversity was measured against pick 1, and it says so by name.
+    assert second.explanation["nearest_id"] == first.case_id and second.explanation["nearest_kind"] == "picked"
+    captions = [c.value for c in at.caption]
+    assert f"Most similar case already chosen: **{first.case_id}** (picked earlier this round)." in captions
+    assert "Most similar case already chosen: none yet (nothing labelled or picked before it)." in captions
+    assert "(picked earlier this round; DIV is measured against it)" in text  # the formula view says it too
+    sentences = [m.value for m in at.markdown if m.value.startswith(f"{second.case_id} was picked because")]
+    assert sentences and "k̂" not in sentences[0] and first.case_id in sentences[0]
+    # A thumbnail per live pick (the slice through the ROI centre) and a button to open it in the Viewer.
+    images = at.get("image")
+    assert len(images) == 2 and "through the ROI centre" in images[0].proto.imgs[0].caption
+    assert at.button(key=f"view-0-{first.case_id}").label == "Open in Viewer"
+
+
+def test_runners_up_follow_the_picks_with_their_scores(run_page, oracle_project) -> None:
+    store_scores(oracle_project)
+    at = run_page("query", oracle_project.folder)
+    at.button(key="propose").click().run()
+    picked = {q.case_id for q in rounds.list_queries(oracle_project)}
+    frames = [d.value for d in at.dataframe if "what the score is" in d.value.columns]
+    assert frames, "no next-in-line table"
+    following = frames[0]
+    assert len(following) == 2 and not picked & set(following["case"])  # 4 pool cases, 2 picked
+    assert following["score"].notna().all()
+    # The first runner-up is what a swap of the last pick brings in.
+    last = rounds.list_queries(oracle_project)[-1].case_id
+    at.button(key=f"swap-0-{last}").click().run()
+    assert following["case"].iloc[0] in {q.case_id for q in rounds.list_queries(oracle_project)}
+
+
+def test_per_layer_columns_are_folded_away_by_default(run_page, oracle_project) -> None:
+    store_scores(oracle_project)
+    at = run_page("query", oracle_project.folder)
+    (scores,) = [d.value for d in at.dataframe if "roi_fallback" in d.value.columns]
+    assert not [c for c in scores.columns if c.startswith("kl:")]
+    at.toggle(key="scores-layers").set_value(True).run()
+    (scores,) = [d.value for d in at.dataframe if "roi_fallback" in d.value.columns]
+    assert "kl:enc.0.bn" in scores.columns

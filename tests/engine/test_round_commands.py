@@ -137,14 +137,39 @@ def test_scoring_without_test_cases_scores_the_pool_only(fresh_project) -> None:
     from assft_core.session.project import save_config
     from assft_core.session.scoring_round import score_round
 
-    class Quiet:
-        def progress(self, fraction: float, message: str = "", **metrics: object) -> None:
-            pass
-
-        def should_stop(self) -> bool:
-            return False
-
     project = save_config(fresh_project, dataclasses.replace(fresh_project.config, score_test_cases=False))
-    summary = score_round(project, Quiet(), device="cpu")
+    sink = Recorder()
+    summary = score_round(project, sink, device="cpu")
     table = ScoreTable.load(project.resolve(rounds.current_round(project).score_table))
     assert summary.n_test == 0 and sorted(table.case_ids) == sorted(c.case_id for c in list_cases(project, Split.POOL))
+    # Per-case progress with a time-left estimate from the measured case times (never frozen).
+    per_case = [m for _, _, m in sink.calls if "cases_done" in m]
+    assert [m["cases_done"] for m in per_case] == list(range(1, summary.n_pool + 1))
+    assert all(isinstance(m["eta_s"], float) for m in per_case) and per_case[-1]["eta_s"] == 0.0
+
+
+class Recorder:
+    """A progress sink that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, dict]] = []
+
+    def progress(self, fraction: float, message: str = "", **metrics: object) -> None:
+        self.calls.append((fraction, message, metrics))
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def test_evaluating_f0_reports_progress_case_by_case(fresh_project) -> None:
+    from assft_core.session.evaluation import evaluate_baseline
+
+    sink = Recorder()
+    metrics = evaluate_baseline(fresh_project, device="cpu", sink=sink)
+    n = metrics["n_cases"]
+    assert n > 0
+    done = [m["cases_done"] for _, _, m in sink.calls]
+    assert done == list(range(0, 2 * n + 1))  # each case loaded, then each predicted and scored
+    fractions = [f for f, _, _ in sink.calls]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert sink.calls[-1][1].startswith(f"evaluating f0: {2 * n}/{2 * n} steps")

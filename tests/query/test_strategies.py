@@ -265,3 +265,14 @@ def test_fixed_pick_already_labelled_counts_once(full_table):
     picks = select("coreset", full_table, pool, 1)
     # S = {c0 (0°), c3 (90°)}: the farthest is c5 at 180° (DIV = 1 − cos 90° = 1).
     assert ids(picks) == ["c5"] and picks[0].score == pytest.approx(1.0)
+
+
+def test_each_pick_names_the_case_of_s_its_diversity_was_measured_against():
+    table = build_table(["L", "a10", "a60", "a90", "a180"], z=angles([0, 10, 60, 90, 180]), asd=[0.5] * 5)
+    pool = PoolState(pool_ids=tuple(table.case_ids), labelled_ids=("L",))
+    picks = select("coreset", table, pool, 3)  # a180, a90, a60
+    assert [(p.nearest_id, p.nearest_kind) for p in picks] == [("L", "labelled"), ("L", "labelled"), ("a90", "picked")]  # a90: L and a180 tie, L first
+    unlabelled = PoolState(pool_ids=tuple(table.case_ids))
+    first, second = select("assft", table, unlabelled, 2)
+    assert (first.nearest_id, first.nearest_kind) == (None, None)  # S was empty
+    assert (second.nearest_id, second.nearest_kind) == (first.case_id, "picked")

@@ -80,6 +80,9 @@ class Pick:
         div / delta: DIV(x|S) and δ at the time of the pick (NaN and 1 while S is empty or
             without an embedding).
         nearest_labelled_id: the labelled case nearest in z (None without labels or embedding).
+        nearest_id / nearest_kind: the case of S nearest in z when the pick was made, the one its
+            DIV was measured against, and "labelled" or "picked" (an earlier pick of this round);
+            None while S is empty or without an embedding.
         unavailable: plain-words notes on terms this model could not compute.
         note: anything else the user should know (e.g. the budget exceeded the pool).
     """
@@ -98,6 +101,8 @@ class Pick:
     nearest_labelled_id: str | None
     unavailable: list[str] = field(default_factory=list)
     note: str | None = None
+    nearest_id: str | None = None
+    nearest_kind: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict (NaN becomes None)."""
@@ -168,6 +173,21 @@ class SelectionContext:
             return None
         _, nearest = cosine_distance_to_set(self.z[i : i + 1], self.z_labelled)
         return self.pool.labelled_ids[int(nearest[0])]
+
+    def nearest_in_set(self, i: int, selected: list[int]) -> tuple[str | None, str | None]:
+        """The case of S = L ∪ fixed ∪ `selected` nearest to unl case `i` in z, and its kind.
+
+        Returns:
+            (id, "labelled" | "picked"), or (None, None) while S is empty or without z.
+        """
+        picked = [int(j) for j in np.concatenate([self.fixed, np.asarray(selected, dtype=np.int64)])]
+        n_lab = len(self.pool.labelled_ids)
+        if self.z is None or (n_lab == 0 and not picked):
+            return None, None
+        z_set = np.concatenate([self.z_labelled, self.z[picked]]) if picked else self.z_labelled
+        _, nearest = cosine_distance_to_set(self.z[i : i + 1], z_set)
+        j = int(nearest[0])
+        return (self.pool.labelled_ids[j], "labelled") if j < n_lab else (self.unl_ids[picked[j - n_lab]], "picked")
 
     def best(self, values: np.ndarray, allowed: np.ndarray) -> int:
         """The unl index with the largest value among `allowed`, ties broken by the seeded order.
@@ -260,6 +280,7 @@ class Strategy:
         for rank, ch in enumerate(choices, start=1):
             div, delta = ctx.diversity(chosen)
             i = ch.index
+            nearest_id, nearest_kind = ctx.nearest_in_set(i, chosen)
             picks.append(
                 Pick(
                     case_id=ctx.unl_ids[i],
@@ -276,6 +297,8 @@ class Strategy:
                     nearest_labelled_id=ctx.nearest_labelled(i),
                     unavailable=list(unavailable),
                     note=note,
+                    nearest_id=nearest_id,
+                    nearest_kind=nearest_kind,
                 )
             )
             chosen.append(i)
