@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FAVICON = Path(__file__).resolve().parent / "favicon.png"
 if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the repository, on the path
     sys.path.insert(0, str(ROOT))
 
@@ -82,7 +83,9 @@ def available_pages(pages_dir: Path = ROOT / "pages") -> list[tuple[Path, str, s
 
 def main() -> None:
     """Set up the page, the project chooser and background jobs in the sidebar, and run the selected page."""
-    st.set_page_config(page_title="ASSFT Studio", page_icon=":material/neurology:", layout="wide")
+    # A local file: a `:material/…:` page icon makes the browser fetch the favicon from
+    # fonts.gstatic.com, and the dashboard never asks anything of a host beyond 127.0.0.1.
+    st.set_page_config(page_title="ASSFT Studio", page_icon=str(FAVICON), layout="wide")
     st.set_option("client.showErrorDetails", "none")  # whatever the launch folder: no traceback in the browser
     problems = unsafe_settings(st.get_option)
     if problems:  # started without the safe options (another folder, no flags): serve no project data

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -185,6 +186,8 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
+            requested: list[str] = []  # every URL the page asks for: none may leave 127.0.0.1
+            page.on("request", lambda request: requested.append(request.url))
             shots = Shots(page, tmp_path)
 
             _goto(page, f"{url}/query", "Query")
@@ -295,6 +298,9 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             assert page.get_by_role("heading", name="Embedding", exact=True).is_visible()
         finally:
             browser.close()
+    external = sorted({u for u in requested if urlsplit(u).hostname not in ("127.0.0.1", "localhost", None)
+                       and not u.startswith(("data:", "blob:"))})
+    assert requested and not external, f"the dashboard asked hosts beyond 127.0.0.1 for: {external}"
     shots.publish()
     previous, lines = started, []
     for name, at in marks.items():

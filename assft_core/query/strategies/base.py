@@ -362,9 +362,15 @@ def get_strategy(name: str) -> Strategy:
 
 
 def list_strategies() -> list[str]:
-    """Registered strategy names, in registration order (the built-ins first)."""
+    """Registered strategy names: the built-ins in the order of `BUILTIN_MODULES` (whichever was
+    imported first), then the others in registration order."""
     _load_builtins()
-    return list(_REGISTRY)
+
+    def rank(name: str) -> int:
+        module = _REGISTRY[name].fn.__module__
+        return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+    return sorted(_REGISTRY, key=rank)  # stable: registration order within a module
 
 
 def swap(
