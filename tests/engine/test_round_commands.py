@@ -169,7 +169,7 @@ def test_evaluating_f0_reports_progress_case_by_case(fresh_project) -> None:
     n = metrics["n_cases"]
     assert n > 0
     done = [m["cases_done"] for _, _, m in sink.calls]
-    assert done == list(range(0, 2 * n + 1))  # each case loaded, then each predicted and scored
+    assert done == list(range(0, n + 1))  # streamed: each case loaded, predicted and scored in turn
     fractions = [f for f, _, _ in sink.calls]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
-    assert sink.calls[-1][1].startswith(f"evaluating f0: {2 * n}/{2 * n} steps")
+    assert sink.calls[-1][1].startswith(f"evaluating f0: {n}/{n} case(s)")
