@@ -245,7 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `assft bench` and its benchmarks to the `assft` parser."""
     bench = subparsers.add_parser(
         "bench",
-        help="benchmarks: cost of phases, strategies",
+        help="benchmarks: strategies, cost of phases, diagnose (why a round hurts), scale (memory)",
         description="Benchmarks: the cost of a phase against plain inference, and strategy comparisons.",
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")

@@ -91,7 +91,7 @@ def _run_project(args: argparse.Namespace) -> int:
     corpus = args.corpus or demo_corpus_dir(args.layout, args.size)
     project, created = ensure_demo_project(args.project, corpus, layout=args.layout, size=args.size, log=print)
     print(f"{'created' if created else 'already there'}: demo project {project.folder}")
-    print(f"open it: streamlit run app/main.py -- --project {project.folder}   (or `assft status -p {project.folder}`)")
+    print(f"open it: ASSFT_PROJECT={project.folder} bash scripts/dashboard.sh   (or `assft status -p {project.folder}`)")
     return 0
 
 

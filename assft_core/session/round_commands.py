@@ -115,7 +115,9 @@ def _track(args: argparse.Namespace) -> int:
     project = project_from_args(args)
     runs = track_project(project, args.mlflow)
     if not runs:
-        print(f"nothing to log yet: no trained round and no f_0 evaluation in {project.folder}")
+        print(f"nothing to log yet: no trained round and no f_0 evaluation in {project.folder}; evaluate f_0 "
+              f"(`assft evaluate -p {project.folder} --baseline`) or train a round (`assft train`) first")
+        return 0
     for r in runs:
         name = "f_0 (baseline)" if r.round == "baseline" else f"round {r.round}"
         print(f"{name}: {r.action} (run {r.run_id})")

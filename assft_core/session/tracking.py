@@ -61,24 +61,29 @@ def track_project(project: Project, mlflow_dir: str | os.PathLike[str]) -> list[
         mlflow_dir: the local tracking folder (created if absent; `mlflow.db` and `artifacts/`).
 
     Returns:
-        One `TrackedRun` per logged or already-logged run, f_0 first, then by round.
+        One `TrackedRun` per logged or already-logged run, f_0 first, then by round; empty (and
+        no store created) when f_0 is not evaluated and no round is trained.
 
     Raises:
         DataError: `mlflow_dir` exists and is not a folder, or holds a store MLflow cannot open
             (the message names the folder and the fix).
     """
-    client = _client(Path(mlflow_dir))
-    experiment_id = _experiment(client, Path(mlflow_dir), project)
+    folder = Path(mlflow_dir)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--mlflow {folder}: exists and is not a folder; give a folder for the tracking store.")
+    baseline = baseline_metrics(project)
+    trained = [info for info in rounds.list_rounds(project) if info.checkpoint]
+    if baseline is None and not trained:
+        return []  # nothing to log: no store is created
+    client = _client(folder)
+    experiment_id = _experiment(client, folder, project)
     existing = {run.data.tags.get("assft.round"): run for run in _runs(client, experiment_id)}
     out: list[TrackedRun] = []
-    baseline = baseline_metrics(project)
     if baseline is not None:
         out.append(_log(client, experiment_id, existing.get(BASELINE), BASELINE, "f_0", "evaluated",
                         {**baseline, "classes": project.classes}, {}, {"evaluation.json": baseline}))
     previous = baseline
-    for info in rounds.list_rounds(project):
-        if not info.checkpoint:
-            continue
+    for info in trained:
         content = _round_content(project, info, previous)
         content["metrics"]["classes"] = project.classes
         out.append(_log(client, experiment_id, existing.get(str(info.idx)), str(info.idx), f"f_{info.idx + 1}",
@@ -89,8 +94,6 @@ def track_project(project: Project, mlflow_dir: str | os.PathLike[str]) -> list[
 
 
 def _client(folder: Path) -> Any:
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"--mlflow {folder}: exists and is not a folder; give a folder for the tracking store.")
     # Nothing leaves the machine: MLflow's usage telemetry off, and git probing quiet, before import.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")

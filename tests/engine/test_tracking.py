@@ -22,6 +22,8 @@ def test_rounds_are_logged_to_a_local_mlflow_store_once(tmp_path: Path, labelled
     root, store = labelled_project.folder, tmp_path / "mlruns"
     refused = run_cli("train", "-p", root, "--detach", "--mlflow", store)
     assert refused.code == 1 and "--wait" in refused.err and not store.exists()
+    empty = run_cli("track", "-p", root, "--mlflow", store)
+    assert empty.code == 0 and "nothing to log yet" in empty.out and "--baseline" in empty.out and not store.exists()
 
     assert run_cli("evaluate", "-p", root, "--baseline", "--device", "cpu").code == 0
     run = run_cli("train", "-p", root, "--steps", "2", "--ssft", "none", "--device", "cpu", "--mlflow", store)
