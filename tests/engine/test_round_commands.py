@@ -20,6 +20,7 @@ from assft_core.session.rounds import RoundState
 from assft_core.train.evaluate import load_eval_case, predict_native
 
 from engine_factories import CliRun, run_cli
+from progress_recorder import Recorder
 
 
 def test_score_command_stores_f0_table_and_marks_round_scored(scored_template: tuple[Path, CliRun]) -> None:
@@ -146,19 +147,6 @@ def test_scoring_without_test_cases_scores_the_pool_only(fresh_project) -> None:
     per_case = [m for _, _, m in sink.calls if "cases_done" in m]
     assert [m["cases_done"] for m in per_case] == list(range(1, summary.n_pool + 1))
     assert all(isinstance(m["eta_s"], float) for m in per_case) and per_case[-1]["eta_s"] == 0.0
-
-
-class Recorder:
-    """A progress sink that keeps every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str, dict]] = []
-
-    def progress(self, fraction: float, message: str = "", **metrics: object) -> None:
-        self.calls.append((fraction, message, metrics))
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def test_evaluating_f0_reports_progress_case_by_case(fresh_project) -> None:

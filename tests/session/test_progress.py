@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assft_core.session.progress import CaseProgress
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str, dict]] = []
-
-    def progress(self, fraction: float, message: str = "", **metrics: object) -> None:
-        self.calls.append((fraction, message, metrics))
-
-    def should_stop(self) -> bool:
-        return False
+from progress_recorder import Recorder
 
 
 def test_case_progress_reports_each_case_with_time_left_from_the_mean_case_time() -> None:
