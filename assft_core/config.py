@@ -55,6 +55,13 @@ class Trainable(str, enum.Enum):
     LORA = "lora"  # LoRA adapters on the encoder, decoder and head (f_0's encoder weights fixed)
 
 
+class RetentionLoss(str, enum.Enum):
+    """The loss on f_0's retention targets (recipe `retention`, METHOD.md §6)."""
+
+    CE = "ce"  # cross-entropy over the kept voxels: large structures dominate
+    DICE_CE = "dice_ce"  # the labelled loss (masked Dice + CE): every class weighs the same, small ones too
+
+
 class SSFTMode(str, enum.Enum):
     """Which unlabelled cases join the SSFT phase (METHOD.md §4)."""
 
@@ -178,8 +185,9 @@ class TrainConfig:
             non-head) parameters, summed as in Li et al. 2018 (a mean over the parameter count
             would make α_sp = 0.01 inert: its gradient per weight would be ~1e-9, against ~1e-4
             for the loss). In force only when the trainer is given an anchor θ_0 (recipe `l2sp`).
-        retention_weight: λ_r, constant weight of the cross-entropy on f_0's retention targets
+        retention_weight: λ_r, constant weight of the loss on f_0's retention targets
             (recipe `retention`).
+        retention_loss: that loss: cross-entropy, or masked Dice + CE like the labelled batches.
         retention_batch_size: patches per step from the retention targets (when any).
         lora_rank / lora_alpha: LoRA rank r and scaling α when `trainable` is "lora".
     """
@@ -202,6 +210,7 @@ class TrainConfig:
     l2sp_alpha: float = 0.01
     retention_weight: float = 3.0
     retention_batch_size: int = 2
+    retention_loss: RetentionLoss = RetentionLoss.CE
     lora_rank: int = 8
     lora_alpha: int = 16
 

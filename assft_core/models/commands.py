@@ -139,6 +139,12 @@ def run_model_info(args: argparse.Namespace) -> int:
                                     "data you own to turn the knowledge gap on" if norms else "; no hookable encoder"),
     }[loaded.source_stats_origin]
     print(f"  source statistics: {loaded.source_stats_origin}: {hint}")
+    if not norms and card.backbone == "monai_bundle":
+        from assft_core.models.formats.monai_bundle import LAYOUT_KEY, normalisation_layers
+
+        print(f"  to hook this {type(loaded.network).__name__}'s encoder, name it in assft_override.json "
+              f"backbone_kwargs.{LAYOUT_KEY} (norm_layers, stages, head, total_stride; docs/models.md); "
+              f"its normalisation layers: {normalisation_layers(loaded.network)}")
     return 0
 
 

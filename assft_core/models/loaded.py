@@ -155,11 +155,14 @@ def load_model(model_dir_or_card: Path, *, device: str = "auto") -> LoadedModel:
     if card.backbone == "swin_unetr" and importlib.util.find_spec("einops") is None:
         report.notes.append("the einops package is missing: MONAI's Swin UNETR cannot run a forward pass; pip install einops.")
     heads = backbone.head_prefixes(network)
-    head_keys = [k for k in network.state_dict() if k.startswith(heads)]
+    head_keys = [k for k in network.state_dict() if k.startswith(heads)] if heads else []
     matched = set(report.matched)
-    has_head = bool(head_keys) and all(k in matched for k in head_keys)
+    # A network whose head is not named (a foreign class without a layout) has one for the card's
+    # classes when every weight loaded.
+    has_head = all(k in matched for k in head_keys) if head_keys else not heads and not report.missing
     stats, origin = _source_stats(card, folder, network, backbone, report)
-    return LoadedModel(network, card, report, stats, origin, has_head, True, folder)
+    has_embedding = bool(backbone.encoder_stages(network))
+    return LoadedModel(network, card, report, stats, origin, has_head, has_embedding, folder)
 
 
 def wrap_network(network: nn.Module, card: ModelCard) -> LoadedModel:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from assft_core.config import BNMode, TrainConfig, Trainable, to_dict
+from assft_core.config import BNMode, RetentionLoss, TrainConfig, Trainable, to_dict
 from assft_core.errors import AssftError, StateError
 from assft_core.fsutil import atomic_write_json
 from assft_core.models.inference import logits_of
@@ -181,7 +181,8 @@ def train(
     `DiceCE(L) + λ_u(e/E) · CE_ignore(R)`, `λ_u` from `lambda_u_ramp` with e/E = (step + 1) / steps,
     voxels labelled `cfg.ignore_index` left out of both terms. Retention recipes (METHOD.md §6):
     with `data.retained`, `cfg.retention_batch_size` more patches of f_0's retention targets add
-    `λ_r · CE_ignore` (`cfg.retention_weight`, constant); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
+    `λ_r · CE_ignore` (`cfg.retention_weight`, constant; `cfg.retention_loss` "dice_ce": the labelled
+    loss instead); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
     (`cfg.l2sp_alpha`); `cfg.trainable` "decoder" / "lora" trains part of the network (LoRA
     adapters are attached for the run and merged into the weights when it ends, stopped or not).
     AdamW, cosine schedule to 0 over
@@ -426,7 +427,7 @@ def _one_step(
     zero = torch.zeros((), device=device)
     end_ps = n_lab + n_pseudo
     loss_ps = ignore_ce(logits[n_lab:end_ps], y[n_lab:end_ps], cfg.ignore_index) if pseudo else zero
-    loss_ret = ignore_ce(logits[end_ps:], y[end_ps:], cfg.ignore_index) if retained else zero
+    loss_ret = _retention_loss(cfg, loss_fn, logits[end_ps:], y[end_ps:]) if retained else zero
     penalty = anchor.penalty(network) if anchor is not None else zero
     if world > 1:
         loss_lab, loss_ps = _global_ce_weighting(logits, y, n_lab, loss_lab, loss_ps, cfg.ignore_index)
@@ -457,6 +458,16 @@ def _one_step(
         loss_retained=float(loss_ret.detach()),
         penalty=float(penalty.detach()),
     )
+
+
+def _retention_loss(
+    cfg: TrainConfig, loss_fn: MaskedDiceCELoss, logits: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """The loss on the retention patches: CE over kept voxels, or the labelled masked DiceCE
+    (`cfg.retention_loss`), whose Dice term gives a small structure the weight of a large one."""
+    if cfg.retention_loss is RetentionLoss.DICE_CE:
+        return loss_fn(logits, target)
+    return ignore_ce(logits, target, cfg.ignore_index)
 
 
 def _rank_share(batch: tuple[np.ndarray, np.ndarray], rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:

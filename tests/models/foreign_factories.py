@@ -19,8 +19,19 @@ CT_PROPS = {"max": 900.0, "mean": 40.0, "median": 35.0, "min": -950.0, "percenti
             "percentile_99_5": 300.0, "std": 80.0}
 
 
-def write_bundle(folder: Path, *, seed: int = 0, spacing: bool = True, b_range: tuple[float, float] = (0.0, 1.0)) -> Path:
-    """A MONAI bundle with a (4, 8, 16)-channel BatchNorm UNet, 3 classes, ROI 16³, 2 mm, window [-100, 200]."""
+UNET_DEF = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
+            "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "norm": "batch"}
+# A MONAI class this project has no layout for (four poolings: ROI 16³ reaches 1³).
+BASIC_UNET_DEF = {"_target_": "BasicUNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
+                  "features": [4, 4, 8, 8, 16, 4], "norm": "batch"}
+
+
+def write_bundle(
+    folder: Path, *, seed: int = 0, spacing: bool = True, b_range: tuple[float, float] = (0.0, 1.0),
+    network_def: dict[str, Any] | None = None,
+) -> Path:
+    """A MONAI bundle, 3 classes, ROI 16³, 2 mm, window [-100, 200]; its network `network_def`
+    (default a (4, 8, 16)-channel BatchNorm UNet)."""
     from monai.bundle import ConfigParser
 
     (folder / "configs").mkdir(parents=True)
@@ -39,8 +50,7 @@ def write_bundle(folder: Path, *, seed: int = 0, spacing: bool = True, b_range: 
         "bundle_root": ".",
         "device": "$torch.device('cpu')",
         "pixdim": [2.0, 2.0, 2.0],
-        "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
-                        "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "norm": "batch"},
+        "network_def": dict(network_def or UNET_DEF),
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": transforms},
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [16, 16, 16], "sw_batch_size": 1, "overlap": 0.25},

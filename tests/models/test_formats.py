@@ -21,7 +21,7 @@ from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from foreign_factories import CT_PROPS, write_bundle, write_nnunet_folder  # noqa: E402
+from foreign_factories import BASIC_UNET_DEF, CT_PROPS, write_bundle, write_nnunet_folder  # noqa: E402
 
 INFER = dict(overlap=0.25, device="cpu")
 
@@ -82,6 +82,38 @@ def test_bundle_output_range_goes_to_the_input_adapter(tmp_path: Path) -> None:
     y = torch.rand(1, 1, 16, 16, 16)  # this project's [0, 1] window; the bundle's is [-1, 1]
     with torch.no_grad():
         assert torch.allclose(model.network(y), _monai_net(bundle)(2 * y - 1), atol=1e-5)
+
+
+def test_bundle_of_an_unregistered_class_gets_its_encoder_from_the_override_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_bundle(tmp_path / "b", network_def=BASIC_UNET_DEF)
+    bare = load_model(bundle, device="cpu")
+    assert bare.has_head and not bare.has_embedding and not bare.encoder_norm_layers()
+    assert main(["model-info", str(bundle), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "no hookable encoder" in out and "encoder_layout" in out and "down_1.convs.conv_0.adn.N" in out
+
+    def layout(**fields: object) -> None:
+        spec = {"norm_layers": ["conv_0.conv_0.adn.N", "down_1.convs.conv_0.adn.N", "down_4.convs.conv_1.adn.N"],
+                "stages": ["down_2", "down_4"], "head": ["final_conv"], "total_stride": 16, **fields}
+        (bundle / OVERRIDE_FILE).write_text(json.dumps({"backbone_kwargs": {"encoder_layout": spec}}))
+
+    layout(norm_layers=["down_1.convs.conv_0.conv"])  # a convolution is no normalisation layer
+    with pytest.raises(ModelError, match="not normalisation layers; choose from .*conv_0.conv_0.adn.N"):
+        load_model(bundle, device="cpu")
+    layout(stages=["down_9"])
+    with pytest.raises(ModelError, match=r"\['down_9'\] are not modules of the network"):
+        load_model(bundle, device="cpu")
+    layout()
+    model = load_model(bundle, device="cpu")
+    assert model.has_embedding and model.source_stats_origin == "batchnorm" and len(model.encoder_norm_layers()) == 3
+    out = model.scoring_pass(torch.rand(1, 20, 18, 16), InferenceConfig(roi_size=(16, 16, 16), **INFER))
+    assert out.embedding is not None and out.embedding.shape == (16,)
+    assert sorted(out.norm_moments) == sorted(model.encoder_norm_layers())
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.network(x), _monai_net(bundle)(x), atol=1e-5)  # hooks change nothing
 
 
 def test_bundle_missing_spacing_names_the_override_field(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from assft_core.config import (
     InferenceConfig,
     QueryConfig,
     Recipe,
+    RetentionLoss,
     SSFTConfig,
     SSFTMode,
     TrainConfig,
@@ -88,6 +89,17 @@ def test_l2sp_penalty_is_zero_at_theta0_and_pulls_toward_it(tmp_path) -> None:
     result = train(cfg, held, data, run_dir=tmp_path / "held", anchor=anchor)
     assert float(anchor.penalty(held)) < float(anchor.penalty(free))
     assert all(e.penalty >= 0.0 for e in result.history) and result.history[-1].penalty > 0.0
+
+
+def test_retention_loss_dice_ce_adds_the_dice_term_to_the_same_first_step(tmp_path) -> None:
+    # Same weights, same patches at step 1: Dice + CE exceeds CE alone by the (positive) Dice loss.
+    data = TrainData([cube_sample("a", 0, SIZE)], retained=[cube_sample("r", 1, SIZE)])
+    losses = {}
+    for kind in RetentionLoss:
+        cfg = TRAIN.__class__(**{**TRAIN.__dict__, "steps": 1, "retention_loss": kind})
+        losses[kind] = train(cfg, _net(), data, run_dir=tmp_path / kind.value).history[0].loss_retained
+    assert losses[RetentionLoss.DICE_CE] > losses[RetentionLoss.CE] > 0.0
+    assert from_dict(TrainConfig, to_dict(TrainConfig(retention_loss=RetentionLoss.DICE_CE))).retention_loss is RetentionLoss.DICE_CE
 
 
 def test_head_is_not_anchored_when_f0_has_none() -> None:

@@ -12,8 +12,10 @@ input adapter) or `NormalizeIntensityd` (per-image z-score: approximated by the 
 path mapped to [−2.576, 2.576], noted); the ROI from the `inferer`'s `roi_size`. What cannot be
 derived raises an error naming the field to set in the override card (`assft_override.json`).
 Encoder, norm layers, stages and head are those of the registered backbone of the built
-network's class (MONAI UNet, SegResNet, Swin UNETR); another class loads and predicts but has no
-hookable encoder (no source statistics, no embedding), and `assft model-info` says so.
+network's class (MONAI UNet, SegResNet, Swin UNETR), or those the override card names for any
+other class (`backbone_kwargs.encoder_layout`, `EncoderLayout`); without either a network loads,
+predicts and fine-tunes but has no hookable encoder (no source statistics, no embedding), and
+`assft model-info` says so and lists the layer names to choose from.
 
 Out (`export_monai_bundle`): the same layout, loadable with `monai.bundle.load(name, bundle_dir=...)`
 and `ConfigParser`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,77 @@ def _parser(config: dict[str, Any]):  # noqa: ANN202 - monai type
     return parser
 
 
+LAYOUT_KEY = "encoder_layout"
+_LAYOUT_ATTR = "_assft_encoder_layout"  # set on the built module: backbone methods see only the network
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class EncoderLayout:
+    """Where the encoder of a network of any class is, named in the override card.
+
+    `assft_override.json`: `{"backbone_kwargs": {"encoder_layout": {"norm_layers": [...],
+    "stages": [...], "head": [...], "total_stride": 16}}}`.
+
+    Attributes:
+        norm_layers: module names of the encoder's normalisation layers, shallow to deep (their
+            input moments give the knowledge gap, METHOD.md §1; `assft stats` records them).
+        stages: module names whose (B, C, d, h, w) outputs are the encoder stages, deepest last
+            (the embedding z is the global average of the deepest).
+        head: state-dict key prefixes of the class head (re-initialised for other classes).
+        total_stride: the encoder's total downsampling factor (windows split on multiples of it).
+    """
+
+    norm_layers: tuple[str, ...]
+    stages: tuple[str, ...]
+    head: tuple[str, ...]
+    total_stride: int
+
+    @classmethod
+    def parse(cls, spec: Any, network: nn.Module) -> EncoderLayout:
+        """The layout `spec` (the override card's dict), checked against `network`.
+
+        Raises:
+            ModelError: a field of the wrong type, a module name `network` does not have, a norm
+                layer that is no normalisation layer, or a head prefix no weight starts with; the
+                message names the override field and lists names to choose from.
+        """
+        where = f"assft_override.json backbone_kwargs.{LAYOUT_KEY}"
+        if not isinstance(spec, dict) or set(spec) - {"norm_layers", "stages", "head", "total_stride"}:
+            raise ModelError(f"{where}: expected an object with norm_layers, stages, head and total_stride.")
+        names = [spec.get(k, []) for k in ("norm_layers", "stages", "head")]
+        if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in names):
+            raise ModelError(f"{where}: norm_layers, stages and head are lists of module names.")
+        stride = spec.get("total_stride", 1)
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            raise ModelError(f"{where}.total_stride: a positive whole number (the encoder's downsampling), got {stride!r}.")
+        modules = dict(network.named_modules())
+        norms, stages, head = (tuple(v) for v in names)
+        missing = [n for n in (*norms, *stages) if n not in modules]
+        if missing:
+            raise ModelError(f"{where}: {missing[:3]} are not modules of the network; its normalisation layers are "
+                             f"{normalisation_layers(network)[:8]} (`assft model-info` lists them all).")
+        not_norm = [n for n in norms if not isinstance(modules[n], _NORM_TYPES)]
+        if not_norm:
+            raise ModelError(f"{where}.norm_layers: {not_norm[:3]} are not normalisation layers; choose from "
+                             f"{normalisation_layers(network)[:8]}.")
+        keys = list(network.state_dict())
+        bad_head = [h for h in head if not any(k.startswith(h) for k in keys)]
+        if bad_head:
+            raise ModelError(f"{where}.head: no weight starts with {bad_head[:3]}; the last weights are {keys[-4:]}.")
+        return cls(norms, stages, head, stride)
+
+
+def normalisation_layers(network: nn.Module) -> list[str]:
+    """Module names of every normalisation layer of `network`, in module order (for a layout)."""
+    return [name for name, m in network.named_modules() if name and isinstance(m, _NORM_TYPES)]
+
+
+def encoder_layout(network: nn.Module) -> EncoderLayout | None:
+    """The override card's layout attached to `network` when it was built, or None."""
+    return getattr(network, _LAYOUT_ATTR, None)
+
+
 def _delegate(network: nn.Module) -> Backbone | None:
     """The registered backbone describing `network`'s class (encoder layout), or None."""
     from monai.networks.nets import SegResNet, SwinUNETR, UNet
@@ -70,8 +144,9 @@ class MonaiBundleBackbone(Backbone):
 
     `in_channels` / `out_channels` of `network_def` are set to the card's (a card with another class
     count gets a re-initialised head, as for every backbone); optional `input_scale` /
-    `input_shift` (C,) are applied by the input adapter. Encoder layout: the registered backbone
-    of the built class (`_delegate`), none for other classes.
+    `input_shift` (C,) are applied by the input adapter. Encoder layout: `encoder_layout` (the
+    override card's `EncoderLayout`) when given, else the registered backbone of the built class
+    (`_delegate`), else none.
     """
 
     def build(self, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
@@ -89,6 +164,8 @@ class MonaiBundleBackbone(Backbone):
             raise ModelError(f"bundle {key!r} cannot be built: {str(exc).splitlines()[0]}") from None
         if not isinstance(network, nn.Module):
             raise ModelError(f"bundle {key!r} is a {type(network).__name__}, not a torch network.")
+        if kwargs.get(LAYOUT_KEY) is not None:
+            object.__setattr__(network, _LAYOUT_ATTR, EncoderLayout.parse(kwargs[LAYOUT_KEY], network))
         return attach_input_adapter(network, kwargs.get("input_scale"), kwargs.get("input_shift"))
 
     def _each(self, network: nn.Module, method: str, default: Any) -> Any:
@@ -97,24 +174,23 @@ class MonaiBundleBackbone(Backbone):
 
     def norms_channels_last(self, network: nn.Module) -> bool:
         d = _delegate(network)
-        return d is not None and d.norms_channels_last(network)
+        return encoder_layout(network) is None and d is not None and d.norms_channels_last(network)
 
     def encoder_norm_layers(self, network: nn.Module) -> list[str]:
-        return self._each(network, "encoder_norm_layers", [])
+        layout = encoder_layout(network)
+        return list(layout.norm_layers) if layout else self._each(network, "encoder_norm_layers", [])
 
     def encoder_stages(self, network: nn.Module) -> list[str]:
-        return self._each(network, "encoder_stages", [])
+        layout = encoder_layout(network)
+        return list(layout.stages) if layout else self._each(network, "encoder_stages", [])
 
     def head_prefixes(self, network: nn.Module) -> tuple[str, ...]:
-        return self._each(network, "head_prefixes", ())
+        layout = encoder_layout(network)
+        return layout.head if layout else self._each(network, "head_prefixes", ())
 
     def total_stride(self, network: nn.Module) -> int:
-        return self._each(network, "total_stride", 1)
-
-    def describes(self, network: nn.Module) -> str | None:
-        """The registered backbone name used for `network`'s encoder layout, or None."""
-        d = _delegate(network)
-        return None if d is None else d.name
+        layout = encoder_layout(network)
+        return layout.total_stride if layout else self._each(network, "total_stride", 1)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
