@@ -1,7 +1,8 @@
 """Temp-then-rename file writes: a reader never sees a half-written file, a crash leaves the old one.
 
 Every artifact of ASSFT Studio (checkpoints, score tables, labels, reports) is written through
-`atomic_write`; the other helpers are its common cases.
+`atomic_write`; the other helpers are its common cases. `read_json_object` is the one reader of
+a user's JSON file (dataset.json, a bundle's metadata, nnU-Net plans).
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def atomic_write_json(path: Path, data: Any) -> Path:
     """Write `data` as indented, key-sorted JSON to `path` atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_json_object(path: Path, *, error: type[Exception], fix: str) -> dict[str, Any]:
+    """The JSON object in `path`.
+
+    Raises:
+        error: (the caller's AssftError kind) naming `path` when it cannot be read, is not JSON
+            (with line and column) or holds no object; the message ends with `fix`.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc}). {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: must hold a JSON object, got {type(data).__name__}. {fix}")
+    return data
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:

@@ -29,6 +29,7 @@ from assft_core.data.dicom import DicomSeriesError, convert_series, series_folde
 from assft_core.data.io import NIFTI_SUFFIXES, load_image
 from assft_core.data.records import CaseRecord, DatasetManifest, Problem, Severity, Split
 from assft_core.errors import DataError
+from assft_core.fsutil import read_json_object
 
 CASES_CSV = "cases.csv"
 DATASET_JSON = "dataset.json"
@@ -37,6 +38,10 @@ _CT_TOKENS = {"CT", "CECT", "NCCT", "HU"}
 # MRI sequence names, plus nnU-Net v2 normalisation names that mean "not CT" (z-score family).
 _MR_TOKENS = {"MR", "MRI", "T1", "T1W", "T2", "T2W", "T1GD", "T1C", "T1CE", "FLAIR", "PD", "ADC", "DWI", "DW", "HBV",
               "SWI", "BOLD", "ZSCORE", "NONORM", "RESCALE_TO_0_1", "RGB_TO_0_1"}
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    return read_json_object(path, error=DataError, fix="Fix the syntax (e.g. python -m json.tool FILE).")
 
 
 def import_dataset(
@@ -76,7 +81,7 @@ def import_dataset(
         raise DataError(f"{root}: dataset folder not found. Give the folder holding the images (and dataset.json if any).")
     meta_path = root / DATASET_JSON
     if meta_path.exists():
-        meta = _read_json(meta_path)
+        meta = _read_json_object(meta_path)
         if "channel_names" in meta:
             manifest = _import_nnunetv2(root, meta, meta_path)
         elif "modality" in meta or "training" in meta:
@@ -328,16 +333,6 @@ def _check_classes(classes: dict[int, str], meta_path: Path) -> None:
     if sorted(classes) != list(range(len(classes))) or not classes:
         raise DataError(f"{meta_path}: label indices {sorted(classes)} must be consecutive from 0 (background). "
                         "Renumber the classes in dataset.json and in the label files.")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}). Fix the syntax (e.g. python -m json.tool {path.name}).") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: must hold a JSON object, got {type(data).__name__}.")
-    return data
 
 
 def _require(meta: dict[str, Any], key: str, tp: type, path: Path, example: str) -> Any:

@@ -34,13 +34,17 @@ from torch import nn
 
 from assft_core.config import Modality
 from assft_core.errors import ModelError
-from assft_core.fsutil import atomic_write, atomic_write_text
+from assft_core.fsutil import atomic_write, atomic_write_text, read_json_object
 from assft_core.models.formats.adapter import attach_input_adapter
 from assft_core.models.registry import Backbone, get_backbone, register_backbone
 
 FORMAT = "monai_bundle"
 CONFIG_NAMES = ("inference.json", "train.json", "inference.yaml", "train.yaml")
 _ZSCORE_RANGE = 2.576
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    return read_json_object(path, error=ModelError, fix="Restore the bundle file.")
 
 
 def is_monai_bundle(folder: Path) -> bool:
@@ -193,19 +197,9 @@ class MonaiBundleBackbone(Backbone):
         return layout.total_stride if layout else self._each(network, "total_stride", 1)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable JSON ({exc}); restore the bundle file.") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object.")
-    return data
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     if path.suffix == ".json":
-        return _read_json(path)
+        return _read_json_object(path)
     from monai.bundle import ConfigParser
 
     try:
@@ -238,7 +232,7 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
     """
     folder = Path(folder)
     meta_path = folder / "configs" / "metadata.json"
-    meta = _read_json(meta_path)
+    meta = _read_json_object(meta_path)
     name = override.get("config_file")
     names = [str(name)] if name else list(CONFIG_NAMES)
     cfg_path = next((folder / "configs" / n for n in names if (folder / "configs" / n).is_file()), None)

@@ -40,7 +40,7 @@ from torch import nn
 
 from assft_core.config import Modality, PreprocessConfig
 from assft_core.errors import ModelError
-from assft_core.fsutil import atomic_write, atomic_write_text
+from assft_core.fsutil import atomic_write, atomic_write_text, read_json_object
 from assft_core.models.formats.adapter import attach_input_adapter, network_axes
 from assft_core.models.registry import Backbone, norm_layers_under, register_backbone
 
@@ -48,6 +48,10 @@ FORMAT = "nnunet_v2"
 _ZSCORE_RANGE = 2.576  # |z| of the 0.5 / 99.5 percentiles of a normal distribution
 # Modules a plans file may name (classes are imported by name: only from these packages).
 _ALLOWED_MODULES = ("dynamic_network_architectures.", "torch.nn.")
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    return read_json_object(path, error=ModelError, fix="Restore the file from the nnU-Net results folder.")
 
 
 def is_nnunet_folder(folder: Path) -> bool:
@@ -118,16 +122,6 @@ class NnUNetBackbone(Backbone):
         return network_axes(network)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable JSON ({exc}); restore the file from the nnU-Net results folder.") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object.")
-    return data
-
-
 def _configuration(plans: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     configs = plans.get("configurations") or {}
     if name not in configs:
@@ -194,8 +188,8 @@ def nnunet_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
             file and the fix.
     """
     folder = Path(folder)
-    dataset = _read_json(folder / "dataset.json")
-    plans = _read_json(folder / "plans.json")
+    dataset = _read_json_object(folder / "dataset.json")
+    plans = _read_json_object(folder / "plans.json")
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise ModelError(f"{folder / 'dataset.json'}: no 'labels'; it must map class names to label values.")
