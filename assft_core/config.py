@@ -62,6 +62,13 @@ class RetentionLoss(str, enum.Enum):
     DICE_CE = "dice_ce"  # the labelled loss (masked Dice + CE): every class weighs the same, small ones too
 
 
+class RetentionDraw(str, enum.Enum):
+    """How a step draws its retention patches from f_0's retention cases (METHOD.md §6)."""
+
+    CASE = "case"  # every retention case equally: a site with many cases dominates
+    SITE = "site"  # every site equally, then a case of it (cases.csv site; one site: as `case`)
+
+
 class SSFTMode(str, enum.Enum):
     """Which unlabelled cases join the SSFT phase (METHOD.md §4)."""
 
@@ -188,6 +195,7 @@ class TrainConfig:
         retention_weight: λ_r, constant weight of the loss on f_0's retention targets
             (recipe `retention`).
         retention_loss: that loss: cross-entropy, or masked Dice + CE like the labelled batches.
+        retention_draw: retention patches drawn evenly over cases or over sites.
         retention_batch_size: patches per step from the retention targets (when any).
         lora_rank / lora_alpha: LoRA rank r and scaling α when `trainable` is "lora".
     """
@@ -211,6 +219,7 @@ class TrainConfig:
     retention_weight: float = 1.0
     retention_batch_size: int = 2
     retention_loss: RetentionLoss = RetentionLoss.DICE_CE
+    retention_draw: RetentionDraw = RetentionDraw.CASE
     lora_rank: int = 8
     lora_alpha: int = 16
 

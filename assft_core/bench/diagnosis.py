@@ -49,7 +49,8 @@ class Variant:
 # The settings every variant starts from: the paper's round (no retention) with the retention knobs
 # at their first values (λ_r 0.5, 1 patch a step, τ_r alone), so a variant names what it changes and
 # the table stays reproducible when the project defaults move.
-_BASE_TRAIN: dict[str, Any] = {"retention_weight": 0.5, "retention_batch_size": 1, "retention_loss": "ce"}
+_BASE_TRAIN: dict[str, Any] = {"retention_weight": 0.5, "retention_batch_size": 1, "retention_loss": "ce",
+                               "retention_draw": "case"}
 _BASE_FINETUNE: dict[str, Any] = {"recipe": "paper", "retention_class_quantile": None}
 
 
@@ -119,6 +120,10 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("frozen_bn+retention-q50-w3-dicece", retention_weight=3.0, retention_batch_size=2, retention_loss="dice_ce",
        finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
     _v("frozen_bn+retention-q50-w1-dicece", retention_weight=1.0, retention_batch_size=2, retention_loss="dice_ce",
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    # ... and C (4 of 19 retention cases) drawn as often as A (15): retention patches even over sites.
+    _v("frozen_bn+retention-q50-w1-dicece-by-site", retention_weight=1.0, retention_batch_size=2,
+       retention_loss="dice_ce", retention_draw="site",
        finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
     # SSFT (selective, 100 + 50 steps): pseudo-label voxel accuracy per site against the oracle.
     _v("ssft-selective", ssft_steps=50),

@@ -69,7 +69,7 @@ CHECKED_FIELDS = ("code", "corpus", "preprocess", "network", "train")
 # retention targets).
 _RESULT_FREE_TRAIN = (
     "device", "checkpoint_every", "trainable", "l2sp_alpha", "retention_weight", "retention_batch_size",
-    "retention_loss", "lora_rank", "lora_alpha",
+    "retention_loss", "retention_draw", "lora_rank", "lora_alpha",
 )
 STALE_MESSAGE = "the shipped demo model is stale: rerun `assft pretrain --force`"
 

@@ -17,11 +17,13 @@ class TrainSample:
         case_id: the case's id (recorded in checkpoints so a resume uses the same data).
         image: (C, D, H, W) float32, normalised intensities.
         label: (1, D, H, W) uint8 class indices; 255 (TrainConfig.ignore_index) = ignore.
+        group: what a group-balanced draw balances over (the site of a retention case); "" for none.
     """
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
+    group: str = ""
 
     def __post_init__(self) -> None:
         if self.image.ndim != 4:

@@ -159,7 +159,11 @@ class RoundRetention:
         if kept is None:
             kept = self._make_targets(unlabelled, query_cfg, infer_cfg, ignore_index, folder, on_scored)
         self.log["retention"] = json.loads(report_path.read_text(encoding="utf-8"))
-        return [TrainSample(cid, by_id(cid).image, load_pseudo_label(folder, cid).label) for cid in kept]
+        samples = []
+        for cid in kept:
+            case = by_id(cid)
+            samples.append(TrainSample(cid, case.image, load_pseudo_label(folder, cid).label, group=case.site))
+        return samples
 
     def _saved_targets(self, report_path: Path, unlabelled_ids: list[str]) -> list[str] | None:
         if not report_path.is_file():

@@ -41,12 +41,14 @@ class PatchSource:
         label: (1, D, H, W) uint8; padding holds `ignore_index`.
         foreground: flat indices (into the (D, H, W) grid) of voxels with a class in 1..254,
             never the ignore value; may be empty.
+        group: the sample's draw group (`TrainSample.group`).
     """
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
     foreground: np.ndarray
+    group: str = ""
 
 
 def prepare_source(sample: TrainSample, patch_size: Sequence[int], ignore_index: int) -> PatchSource:
@@ -65,7 +67,7 @@ def prepare_source(sample: TrainSample, patch_size: Sequence[int], ignore_index:
         label = np.pad(label, widths, mode="constant", constant_values=ignore_index)
     lab = label[0]
     foreground = np.flatnonzero((lab >= 1) & (lab != ignore_index))
-    return PatchSource(sample.case_id, image, label, foreground)
+    return PatchSource(sample.case_id, image, label, foreground, sample.group)
 
 
 def crop_start(
@@ -113,15 +115,26 @@ def sample_batch(
     fg_prob: float,
     do_augment: bool,
     rng: np.random.Generator,
+    *,
+    by_group: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw `batch_size` patches (cases with replacement) from `sources`.
+
+    With `by_group`, each patch first draws a group (`PatchSource.group`, e.g. a site) uniformly,
+    then a case of it, so a group with few cases is drawn as often as one with many.
 
     Returns:
         images: (B, C, *patch_size) float32; labels: (B, 1, *patch_size) uint8.
     """
+    groups = sorted({s.group for s in sources}) if by_group else []
     images, labels = [], []
     for _ in range(batch_size):
-        src = sources[int(rng.integers(len(sources)))]
+        if len(groups) > 1:
+            group = groups[int(rng.integers(len(groups)))]
+            members = [s for s in sources if s.group == group]
+            src = members[int(rng.integers(len(members)))]
+        else:
+            src = sources[int(rng.integers(len(sources)))]
         z, y, x = crop_start(src, patch_size, fg_prob, rng)
         d, h, w = (int(p) for p in patch_size)
         img = src.image[:, z : z + d, y : y + h, x : x + w]

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from assft_core.config import BNMode, RetentionLoss, TrainConfig, Trainable, to_dict
+from assft_core.config import BNMode, RetentionDraw, RetentionLoss, TrainConfig, Trainable, to_dict
 from assft_core.errors import AssftError, StateError
 from assft_core.fsutil import atomic_write_json
 from assft_core.models.inference import logits_of
@@ -182,7 +182,7 @@ def train(
     voxels labelled `cfg.ignore_index` left out of both terms. Retention recipes (METHOD.md §6):
     with `data.retained`, `cfg.retention_batch_size` more patches of f_0's retention targets add
     `λ_r · CE_ignore` (`cfg.retention_weight`, constant; `cfg.retention_loss` "dice_ce": the labelled
-    loss instead); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
+    loss instead; `cfg.retention_draw` "site": patches drawn evenly over sites); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
     (`cfg.l2sp_alpha`); `cfg.trainable` "decoder" / "lora" trains part of the network (LoRA
     adapters are attached for the run and merged into the weights when it ends, stopped or not).
     AdamW, cosine schedule to 0 over
@@ -415,6 +415,7 @@ def _one_step(
             cfg.fg_crop_prob,
             cfg.augment,
             step_rng(cfg.seed, step, STREAM_RETAINED),
+            by_group=cfg.retention_draw is RetentionDraw.SITE,
         )
         images, labels = np.concatenate([images, r_images]), np.concatenate([labels, r_labels])
     torch.manual_seed(_torch_seed(cfg.seed, step, rank))  # dropout and any other torch randomness

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from assft_core.train.data import TrainSample
-from assft_core.train.sampling import crop_start, prepare_source, sample_batch, step_rng
+from assft_core.train.sampling import PatchSource, crop_start, prepare_source, sample_batch, step_rng
 
 
 def _sample(shape: tuple[int, int, int] = (20, 20, 20)) -> TrainSample:
@@ -69,3 +69,22 @@ def test_flips_move_image_and_label_together() -> None:
     for step in range(8):
         img, lab = sample_batch([src], 1, (8, 8, 8), 0.0, True, step_rng(0, step, 0))
         assert np.argmax(img[0, 0]) == np.argmax(lab[0, 0])
+
+
+def test_a_group_balanced_draw_gives_a_small_group_its_share() -> None:
+    # Three cases of site A, one of site C, told apart by their constant intensity.
+    def source(value: float, group: str) -> PatchSource:
+        image = np.full((1, 8, 8, 8), value, np.float32)
+        return PatchSource(f"{group}{value}", image, np.zeros((1, 8, 8, 8), np.uint8), np.empty(0, np.int64), group)
+
+    sources = [source(1.0, "A"), source(2.0, "A"), source(3.0, "A"), source(9.0, "C")]
+
+    def share_of_c(by_group: bool) -> float:
+        images, _ = sample_batch(sources, 400, (8, 8, 8), 0.0, False, step_rng(0, 0, 0), by_group=by_group)
+        return float(np.mean(images[:, 0, 0, 0, 0] == 9.0))
+
+    assert abs(share_of_c(False) - 0.25) < 0.07 and abs(share_of_c(True) - 0.5) < 0.07
+    one_site = [PatchSource(s.case_id, s.image, s.label, s.foreground, "A") for s in sources]
+    a = sample_batch(one_site, 20, (8, 8, 8), 0.0, False, step_rng(1, 0, 0), by_group=True)[0]
+    b = sample_batch(one_site, 20, (8, 8, 8), 0.0, False, step_rng(1, 0, 0))[0]
+    assert np.array_equal(a, b)  # one group: the same draws as by case
