@@ -130,3 +130,13 @@ def test_dice_has_three_decimals(run_page, oracle_project, monkeypatch) -> None:
     at = run_page("finetune", oracle_project.folder)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Mean Dice"] == "0.612" and metrics["Test mean Dice"] == "0.600"
+
+
+def test_the_glossary_defines_every_word_the_pages_use() -> None:
+    from app.glossary import GLOSSARY
+
+    terms = " | ".join(term for term, _ in GLOSSARY)
+    for word in ("Dice", "HD95", "f₀", "f₁", "Round", "Budget", "Pick (query)", "DKD", "KG", "DIV", "ASD", "SSFT",
+                 "Pseudo-label", "R |", "Retention recipe", "Foreground", "Spacing"):
+        assert word in terms + " |", word
+    assert all(meaning.endswith(".") and term for term, meaning in GLOSSARY)
