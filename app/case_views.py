@@ -23,12 +23,13 @@ NO_SCORES = (
     "No scores yet: run scoring on the **Query** page first (one pass of the current model over every "
     "case gives the embeddings, predictions and entropy maps shown here)."
 )
-# Score columns of `case_table` in words, for metrics and tables.
+# Score columns of `case_table`, plain words first (the symbol in brackets), short enough for a metric
+# in a sixth of the page.
 SCORE_LABELS: dict[str, str] = {
-    "kg": "KG (knowledge gap)",
-    "asd": "ASD (difficulty)",
-    "div": "DIV to nearest labelled",
-    "confidence": "confidence c",
+    "kg": "knowledge gap (KG)",
+    "asd": "difficulty (ASD)",
+    "div": "diversity (DIV)",
+    "confidence": "confidence (c)",
     "mean_entropy": "mean entropy",
     "fg_fraction": "foreground fraction",
     "pick_rank": "pick rank",

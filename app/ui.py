@@ -1,4 +1,5 @@
-"""Shared UI pieces of the dashboard: which project is open, the error guard, the round banner.
+"""Shared UI pieces of the dashboard: which project is open, the error guard, the round banner with
+the glossary ("Words used here"), and the table format of Dice columns.
 
 Project selection, in order: `--project DIR` after `--` on the `streamlit run` line, else
 $ASSFT_PROJECT, else the sidebar's text box. The chosen folder lives in
@@ -16,7 +17,9 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from app.glossary import glossary_markdown
 from assft_core.errors import AssftError
+from assft_core.session.evaluation import DICE_FORMAT
 from assft_core.session.project import Project, open_project
 from assft_core.session.round_change import RoundChange
 from assft_core.session.rounds import RoundInfo, RoundState, current_round
@@ -29,15 +32,25 @@ NO_PROJECT = (
     "or run `bash scripts/dashboard.sh` to build and open the demo project."
 )
 
-# The next step of each round state, in the dashboard's words (the engine's NEXT_STEP names the CLI).
-NEXT_STEP_UI: dict[RoundState, str] = {
-    RoundState.OPEN: "score the pool on the **Query** page",
-    RoundState.SCORED: "propose picks on the **Query** page",
-    RoundState.PROPOSED: "approve, reject or swap every pick on the **Query** page",
-    RoundState.APPROVED: "label the approved cases on the **Labels** page",
-    RoundState.LABELLED: "fine-tune on the **Fine-tune** page",
-    RoundState.TRAINED: "evaluate the new model on the **Fine-tune** page",
-    RoundState.EVALUATED: "start the next round on the **Fine-tune** page",
+# Each round state as users read it (the engine's state names are for the CLI and the store).
+STATE_WORDS: dict[RoundState, str] = {
+    RoundState.OPEN: "open, the pool is not scored yet",
+    RoundState.SCORED: "scored, no picks yet",
+    RoundState.PROPOSED: "picks proposed, waiting for your decision",
+    RoundState.APPROVED: "picks approved, waiting for labels",
+    RoundState.LABELLED: "labelled, ready to fine-tune",
+    RoundState.TRAINED: "fine-tuned, not evaluated yet",
+    RoundState.EVALUATED: "evaluated, ready for the next round",
+}
+# The next step of each round state and the page where it is done (the engine's NEXT_STEP names the CLI).
+NEXT_STEP_UI: dict[RoundState, tuple[str, str]] = {
+    RoundState.OPEN: ("score the pool", "Query"),
+    RoundState.SCORED: ("propose picks", "Query"),
+    RoundState.PROPOSED: ("approve, reject or swap every pick", "Query"),
+    RoundState.APPROVED: ("label the approved cases", "Labels"),
+    RoundState.LABELLED: ("fine-tune", "Fine-tune"),
+    RoundState.TRAINED: ("evaluate the new model", "Fine-tune"),
+    RoundState.EVALUATED: ("start the next round", "Fine-tune"),
 }
 
 
@@ -103,8 +116,30 @@ def flash(message: str) -> None:
     st.session_state.setdefault(FLASH_KEY, []).append(message)
 
 
-def round_banner(project: Project) -> RoundInfo:
-    """Pending flash messages, then a one-line status of the current round with the next step.
+def next_step(state: RoundState, here: str | None = None) -> str:
+    """The next step of a round in `state`, with the page it is done on ("below" on that page itself).
+
+    Args:
+        state: the round's state.
+        here: the title of the page asking ("Query"), or None.
+    """
+    action, page = NEXT_STEP_UI[state]
+    return f"{action} below" if page == here else f"{action} on the **{page}** page"
+
+
+def words_used_here() -> None:
+    """The glossary in a closed expander: every symbol and term of the dashboard in plain words."""
+    with st.expander("Words used here"):
+        st.markdown(glossary_markdown())
+
+
+def round_banner(project: Project, here: str | None = None) -> RoundInfo:
+    """Pending flash messages, a one-line status of the current round with the next step, and the
+    glossary (`words_used_here`).
+
+    Args:
+        project: the open project.
+        here: the calling page's title, so the next step is not sent to the page the user is on.
 
     Returns:
         The current round.
@@ -114,12 +149,18 @@ def round_banner(project: Project) -> RoundInfo:
     info = current_round(project)
     mode = "demo (oracle labels)" if project.oracle else "expert labels"
     st.caption(f"Project `{project.folder}` · mode: {mode}")
-    st.info(f"Round {info.idx} is **{info.state.value}**. Next: {NEXT_STEP_UI[info.state]}.")
+    st.info(f"Round {info.idx}: **{STATE_WORDS[info.state]}**. Next: {next_step(info.state, here)}.")
+    words_used_here()
     return info
 
 
+def dice_column(label: str | None = None) -> st.column_config.NumberColumn:
+    """A table column of Dice scores with 3 decimals, like `evaluation.dice_text` everywhere else."""
+    return st.column_config.NumberColumn(label, format=DICE_FORMAT)
+
+
 def round_change_panel(change: RoundChange) -> None:
-    """What a round changed, plain words first: the mean f_t → f_{t+1}, a warning per site that got
+    """What a round changed, plain words first: the mean fₜ → fₜ₊₁, a warning per site that got
     worse, then the table of test Dice per site with the change."""
     if not change.comparable:
         st.caption(change.note)
@@ -129,7 +170,7 @@ def round_change_panel(change: RoundChange) -> None:
     for sentence in worse:
         (st.warning if change.worse_sites else st.caption)(sentence)
     st.dataframe(change.rows(), hide_index=True, column_config={
-        change.before: st.column_config.NumberColumn(f"{change.before} (before)", format="%.3f"),
-        change.after: st.column_config.NumberColumn(f"{change.after} (after)", format="%.3f"),
+        change.before: dice_column(f"{change.before} (before)"),
+        change.after: dice_column(f"{change.after} (after)"),
         "change": st.column_config.NumberColumn("change", format="%+.3f"),
     })

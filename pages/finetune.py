@@ -1,6 +1,8 @@
 """Fine-tune page: steps, SSFT mode and device; the training job with a live progress bar and loss
 curve read from the store (they survive a reload); cancel / resume; result metrics with the
-unlabelled cases SSFT admitted; then evaluation and the next round (ASSFT, METHOD.md §4–§5)."""
+unlabelled cases SSFT admitted; then evaluation and the next round (ASSFT, METHOD.md §4–§5).
+The step inputs stay after training (with the button off and why), so the settings can be changed
+for the next round's fine-tuning."""
 
 from __future__ import annotations
 
@@ -9,16 +11,17 @@ import streamlit as st
 
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import describe_estimate, fmt_number, format_seconds, read_progress_events
-from app.ui import flash, guard, require_project, round_banner, round_change_panel
+from app.ui import STATE_WORDS, flash, guard, require_project, round_banner, round_change_panel
 from assft_core.config import SSFTMode
 from assft_core.models.inference import resolve_device
 from assft_core.session import jobs, rounds
 from assft_core.session.estimate import QUICK_DEMO, Preset, training_estimate
-from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, hd95_text
+from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, dice_text, hd95_text
 from assft_core.session.round_change import round_changes
 from assft_core.session.jobs import JobInfo
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundInfo, RoundState
+from assft_core.session.workspace import model_name
 from assft_core.viz.curves import loss_curve_figure
 
 SSFT_WORDS = {
@@ -33,6 +36,7 @@ LOSS_KEYS = ("step", "loss", "lr")
 SHOWN_METRICS = {"mean_dice", "evaluated_on", "final_loss", "labelled", "unlabelled", "admitted", "ssft_mode",
                  "ssft_warnings", "ssft_cases", "wall_s", "stopped"}
 BEFORE_LABELLED = (RoundState.OPEN, RoundState.SCORED, RoundState.PROPOSED, RoundState.APPROVED)
+AFTER_TRAINING = (RoundState.TRAINED, RoundState.EVALUATED)
 
 
 def device_line(project: Project) -> None:
@@ -65,14 +69,21 @@ def _use_preset(preset: Preset) -> None:
 
 
 def launch_form(project: Project, info: RoundInfo) -> None:
-    """Steps and SSFT mode, then the launch button (only once the round is labelled; before, what to do)."""
-    if info.state is not RoundState.LABELLED:
-        if info.state in BEFORE_LABELLED:
-            st.warning(
-                f"Label the approved cases first (round {info.idx} is '{info.state.value}'): fine-tuning starts "
-                "once every approved pick has a label."
-            )
+    """Steps and SSFT mode, then the launch button: on once the round is labelled; before, what to do;
+    after training, the inputs stay (settings for the next round) with the button off and why."""
+    if info.state in BEFORE_LABELLED:
+        st.warning(
+            f"Label the approved cases first (round {info.idx}: {STATE_WORDS[info.state]}): fine-tuning starts "
+            "once every approved pick has a label."
+        )
         return
+    trained = info.state in AFTER_TRAINING
+    if trained:  # the engine trains a round once (rounds.mark_trained needs `labelled`): say what to do instead
+        st.info(
+            f"Round {info.idx} is fine-tuned already: its model, the {model_name(info.idx + 1)}, is kept as it is, "
+            "so **Fine-tune** is off. To fine-tune with other settings, evaluate this model, start round "
+            f"{info.idx + 1} and fine-tune it with the settings below after its picks are labelled."
+        )
     cfg = project.config.ssft
     st.session_state.setdefault("ft-sup", cfg.supervised_steps)
     st.session_state.setdefault("ft-ssft", cfg.ssft_steps)
@@ -90,7 +101,7 @@ def launch_form(project: Project, info: RoundInfo) -> None:
     st.info(f"Expected time of this fine-tuning and its evaluation: **{headline}**.")
     st.caption(f"Per phase: {parts}.")
     nproc = gpu_processes()
-    if st.button("Fine-tune", key="train", type="primary", disabled=is_active(project, "train"),
+    if st.button("Fine-tune", key="train", type="primary", disabled=trained or is_active(project, "train"),
                  help="Runs in the background; you can close the tab."):
         params = {
             "round": info.idx,
@@ -128,7 +139,7 @@ def results(job: JobInfo) -> None:
     if m.get("stopped"):
         st.info("Stopped before the end: resume continues from the last checkpoint.")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Mean Dice", fmt_number(m.get("mean_dice")), help=f"evaluated on: {m.get('evaluated_on') or 'n/a'}")
+    c1.metric("Mean Dice", dice_text(m.get("mean_dice")), help=f"evaluated on: {m.get('evaluated_on') or 'n/a'}")
     c2.metric("Final loss", fmt_number(m.get("final_loss"), 4))
     c3.metric("Labelled cases", m.get("labelled", "n/a"))
     c4.metric("Admitted by SSFT", f"{m.get('admitted', 'n/a')} of {m.get('unlabelled', 'n/a')}",
@@ -162,9 +173,11 @@ def after_training(project: Project, info: RoundInfo) -> None:
     job_panel(project, "evaluate", match={"round": info.idx})
     if info.state is RoundState.EVALUATED:
         on_test = info.metrics.get("evaluated_on", ON_TEST) == ON_TEST
-        label = "Test mean Dice" if on_test else "Mean Dice on this round's new labels (biased)"
-        st.metric(f"{label} after round {info.idx}", fmt_number((info.metrics.get("overall") or {}).get("mean_dice")))
-        st.caption(hd95_text(info.metrics.get("overall") or {}))
+        label = "Test mean Dice" if on_test else "Mean Dice on the new labels (biased)"
+        overall = info.metrics.get("overall") or {}
+        st.markdown(f"**Evaluation of the {model_name(info.idx + 1)}**")
+        st.metric(label, dice_text(overall.get("mean_dice")))
+        st.caption(hd95_text(overall))
         if not on_test:
             st.caption(BIASED_NOTE)
         change = next((c for c in round_changes(project) if c.round == info.idx), None)
@@ -180,12 +193,12 @@ def after_training(project: Project, info: RoundInfo) -> None:
 
 st.title("Fine-tune")
 project = require_project()
-info = round_banner(project)
+info = round_banner(project, "Fine-tune")
 device_line(project)
 launch_form(project, info)
 job = job_panel(project, "train", extra=loss_curve, match={"round": info.idx})
 if job is not None:
     results(job)
-if info.state in (RoundState.TRAINED, RoundState.EVALUATED):
+if info.state in AFTER_TRAINING:
     st.divider()
     after_training(project, info)

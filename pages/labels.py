@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.ui import flash, guard, require_project, round_banner
+from app.ui import dice_column, flash, guard, require_project, round_banner
 from assft_core.session import annotation, labels, rounds
 from assft_core.session.paths import nifti_suffix
 from assft_core.session.project import Project
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState
+from assft_core.session.workspace import tag_name
 from assft_core.viz.slices import Axis, n_slices, slice_figure, to_ras
 
 NIFTI_TYPES = ["nii", "gz"]  # .nii and .nii.gz; the engine's validation decides the rest
@@ -82,7 +83,7 @@ def downloads(files: annotation.PickFiles) -> None:
     if files.preannotation is not None:
         c2.download_button("Download the starting label (model's prediction)", files.preannotation.read_bytes,
                            file_name=f"{files.case_id}_preannotation.nii.gz", key=f"pre-{files.case_id}",
-                           help=f"The prediction of {files.model} on the image's own grid, to correct rather "
+                           help=f"The prediction of the {tag_name(files.model)} on the image's own grid, to correct rather "
                                 "than draw from scratch.")
     else:
         c2.caption("Starting label: press **Prepare the picks** below to run the model on each pick.")
@@ -154,11 +155,12 @@ def round_trip_section(project: Project, info: RoundInfo) -> None:
                     st.rerun()
     efforts = annotation.round_efforts(project)
     if efforts:
+        dice = "mean Dice (pre-annotation vs final)"
         st.dataframe(pd.DataFrame([
             {"round": e.round, "cases": e.cases, "voxels changed": e.changed_voxels,
-             "slices changed": e.changed_slices, "mean Dice (pre-annotation vs final)": round(e.mean_dice, 3)}
+             "slices changed": e.changed_slices, dice: e.mean_dice}
             for e in efforts.values()
-        ]), hide_index=True)
+        ]), hide_index=True, column_config={dice: dice_column()})
 
 
 def versions_section(project: Project) -> None:
@@ -188,7 +190,7 @@ def versions_section(project: Project) -> None:
 
 st.title("Labels")
 project = require_project()
-info = round_banner(project)
+info = round_banner(project, "Labels")
 left, right = st.columns(2, gap="large")
 with left:
     approved_section(project, info)

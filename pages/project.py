@@ -1,5 +1,5 @@
-"""Project page: the dataset (cases by site and split, integrity findings), the model card, and
-the round history (test Dice, mean and per site, round by round; ASSFT, METHOD.md §5)."""
+"""Project page: the dataset (cases by site and split, integrity findings), the pre-trained model's
+card, and the round history (test Dice, mean and per site, model by model; ASSFT, METHOD.md §5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import streamlit as st
 from app import store_views
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import dataset_summary, round_history
-from app.ui import guard, require_project, round_banner, round_change_panel
+from app.ui import dice_column, guard, require_project, round_banner, round_change_panel
 from assft_core.data.records import Severity
 from assft_core.models.card import ModelCard
 from assft_core.query.table import ScoreTable
@@ -19,11 +19,11 @@ from assft_core.session.evaluation import BIASED_NOTE, ON_TEST, baseline_metrics
 from assft_core.session.round_change import round_changes
 from assft_core.session.project import Project
 from assft_core.session.rounds import list_rounds
-from assft_core.session.workspace import base_model
+from assft_core.session.workspace import base_model, model_name, model_symbol
 from assft_core.viz.curves import round_history_figure
 
 SOURCE_ORIGIN_WORDS = {
-    "file": "a source-statistics file over whole source volumes (exact; METHOD.md §1 (a))",
+    "file": "a source-statistics file over whole source volumes (exact: the first choice)",
     "batchnorm": (
         "the checkpoint's BatchNorm running statistics (second choice: they average augmented training "
         "crops, so even source-like scans get KG > 0)"
@@ -31,6 +31,7 @@ SOURCE_ORIGIN_WORDS = {
     "none": "no source knowledge: DKD = diversity only (KG ≡ 1)",
 }
 
+COUNTS_PER_ROW = 3  # six counts in two rows: a third of a narrow column cuts "Unlabelled" short
 # Summary column, metric label, what it counts.
 COUNT_LABELS = (
     ("labelled", "Labelled", "usable pool cases with a label (L)"),
@@ -53,8 +54,10 @@ def dataset_section(project: Project) -> None:
         return
     table = dataset_summary(cases)
     total = table.loc["all sites"]
-    for col, (key, text, help_text) in zip(st.columns(len(COUNT_LABELS)), COUNT_LABELS, strict=True):
-        col.metric(text, int(total[key]), help=help_text)
+    for start in range(0, len(COUNT_LABELS), COUNTS_PER_ROW):
+        row = COUNT_LABELS[start:start + COUNTS_PER_ROW]
+        for col, (key, text, help_text) in zip(st.columns(COUNTS_PER_ROW), row):
+            col.metric(text, int(total[key]), help=help_text)
     st.dataframe(table)
     findings = store_views.integrity_findings(project)
     if not findings:
@@ -80,8 +83,8 @@ def _latest_availability(project: Project) -> tuple[str, list[str]] | None:
 
 
 def model_section(project: Project) -> None:
-    """The card of f_0 in plain words: backbone, classes, ROI, spacing (mm), source statistics."""
-    st.subheader("Model (f_0)")
+    """The card of f₀ in plain words: backbone, classes, ROI, spacing (mm), source statistics."""
+    st.subheader(model_name(0).capitalize())
     with guard("read the model card"):
         ref = base_model(project)
         card = ModelCard.load(ref.path)
@@ -116,14 +119,16 @@ def model_section(project: Project) -> None:
 
 
 def baseline_controls(project: Project) -> dict[str, Any] | None:
-    """f_0's stored test evaluation (round 0 of the protocol), or a button that computes it."""
+    """f₀'s stored test evaluation (where fine-tuning starts), or a button that computes it."""
     baseline = None
-    with guard("read f_0's evaluation"):
+    with guard(f"read the evaluation of the {model_name(0)}"):
         baseline = baseline_metrics(project)
     if baseline is None:
-        st.caption("Round 0 of the protocol is f_0 as it is: evaluate it to see where fine-tuning starts.")
-        if st.button("Evaluate f_0 on the test set", key="evaluate-baseline", disabled=is_active(project, "evaluate")):
-            with guard("start the evaluation of f_0"):
+        st.caption(f"The history starts with the {model_name(0)} as it is: evaluate it to see where "
+                   "fine-tuning starts.")
+        if st.button(f"Evaluate the {model_name(0)} on the test set", key="evaluate-baseline",
+                     disabled=is_active(project, "evaluate")):
+            with guard(f"start the evaluation of the {model_name(0)}"):
                 start_job(project, "evaluate", {"baseline": True})
                 st.rerun()
         job_panel(project, "evaluate", match={"baseline": True})
@@ -131,7 +136,7 @@ def baseline_controls(project: Project) -> dict[str, Any] | None:
 
 
 def history_section(project: Project) -> None:
-    """Test Dice per model (f_0, then each round's), overall and per site, with the labelled count."""
+    """Test Dice per model (f₀, then each round's), overall and per site, with the labelled count."""
     st.subheader("Round history")
     points = round_history(list_rounds(project), baseline_controls(project))
     if not points:
@@ -142,17 +147,20 @@ def history_section(project: Project) -> None:
         [float("nan") if p.mean_dice is None else p.mean_dice for p in points],
         [p.per_site for p in points],
         [p.labelled for p in points],
+        tick_labels=[model_symbol(p.model_round) for p in points],
     )
-    fig.update_xaxes(title={"text": "model f_t (t = rounds of fine-tuning)"})
+    fig.update_xaxes(title={"text": "model (fₜ: after t rounds of fine-tuning)"})
     st.plotly_chart(fig)
     if any(p.evaluated_on != ON_TEST for p in points):
         st.warning(BIASED_NOTE)
     rows = [
-        {"model": f"f_{p.model_round}", "labelled": p.labelled, "evaluated on": p.evaluated_on,
+        {"model": model_name(p.model_round), "labelled": p.labelled, "evaluated on": p.evaluated_on,
          "mean Dice": p.mean_dice, **p.per_site}
         for p in points
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    sites = sorted({site for p in points for site in p.per_site})
+    st.dataframe(pd.DataFrame(rows), hide_index=True,
+                 column_config={column: dice_column() for column in ["mean Dice", *sites]})
     changes = round_changes(project)
     if changes:
         st.markdown(f"**What round {changes[-1].round} changed** (the latest round; test Dice per site)")
@@ -164,7 +172,7 @@ def history_section(project: Project) -> None:
 
 st.title("Project")
 project = require_project()
-round_banner(project)
+round_banner(project, "Project")
 left, right = st.columns([3, 2], gap="large")
 with left:
     dataset_section(project)

@@ -9,7 +9,7 @@ import streamlit as st
 from app.case_views import cached_thumbnail, open_in_viewer, table_key
 from app.jobs_widget import is_active, job_panel, start_job
 from app.presenters import describe_estimate, describe_pick, pick_numbers, pick_sentence
-from app.ui import NEXT_STEP_UI, guard, require_project, round_banner
+from app.ui import STATE_WORDS, guard, next_step, require_project, round_banner
 from assft_core.query.strategies import get_strategy, list_strategies
 from assft_core.query.table import ScoreTable
 from assft_core.session import labels, rounds
@@ -53,7 +53,12 @@ def proposal_section(project: Project, info: RoundInfo) -> None:
     default = names.index(project.config.strategy) if project.config.strategy in names else 0
     left, right = st.columns([2, 1])
     name = left.selectbox("Strategy", names, index=default, key="query-strategy")
-    left.caption(get_strategy(name).description)
+    strategy = get_strategy(name)
+    left.caption(strategy.summary)
+    if strategy.plain:  # the formula behind the sentence, for those who want it
+        with left.expander("How it scores (formula)"):
+            st.markdown(f"{strategy.description}  \nSymbols: see *Words used here* above; the full definitions "
+                        "are in METHOD.md §1–§3.")
     budget = right.number_input("Budget (cases this round)", min_value=1, value=project.config.budget, step=1,
                                 key="query-budget")
     live = len(rounds.round_pool(project).fixed)
@@ -168,15 +173,15 @@ def scores_section(project: Project, table: ScoreTable) -> None:
         frame = table.to_frame(pool)
         layers = [c for c in frame.columns if str(c).startswith(KL_PREFIX)]
         if layers and not st.toggle(f"Show the per-layer KL columns ({len(layers)})", key="scores-layers",
-                                    help="KL divergence of each hooked layer's feature statistics from the "
-                                         "pre-training data; KG combines them (METHOD.md §1)."):
+                                    help="How far each layer's image statistics sit from the images the model "
+                                         "learned from (KL divergence); KG combines them."):
             frame = frame.drop(columns=layers)
         st.dataframe(frame, hide_index=True)
 
 
 st.title("Query")
 project = require_project()
-info = round_banner(project)
+info = round_banner(project, "Query")
 scoring_section(project, info)
 if info.state is RoundState.OPEN:
     st.warning("Score the pool first: the strategies rank cases from the stored scores of the current model.")
@@ -189,5 +194,6 @@ if info.state in PICKING_STATES:
     proposal_section(project, info)
 else:  # keep the steps' numbering: say why step 2 is closed
     st.subheader("2 · Propose picks")
-    st.caption(f"Closed: round {info.idx} is '{info.state.value}'; next: {NEXT_STEP_UI[info.state]}.")
+    st.caption(f"Closed: round {info.idx} has its picks ({STATE_WORDS[info.state]}); next: "
+               f"{next_step(info.state, 'Query')}.")
 picks_section(project, info, scored)

@@ -1,5 +1,5 @@
 """Viewer page: any case in three planes on the scoring grid, with the label (outline), the chosen
-model's prediction (fill; f_0 or any round's model, computed on demand and cached), the error view
+model's prediction (fill; f₀ or any round's model, computed on demand and cached), the error view
 (false positives / negatives), the ASD entropy heatmap and the ASD ROI outline (ASSFT, METHOD.md §2),
 a legend by each view, and the case's scores."""
 
@@ -65,7 +65,8 @@ def scores_panel(project: Project, scored: ScoredRound, row: pd.Series) -> None:
 
 
 def choose_model(project: Project, scored: ScoredRound) -> tuple[ViewerModel, bool]:
-    """The model selector: f_0 and each round's model; the scoring pass's model first selected.
+    """The model selector: f₀ and each round's model (`workspace.model_name`); the scoring pass's model
+    first selected.
 
     Returns:
         The chosen model, and whether it is the one whose maps the score table holds.
@@ -129,7 +130,7 @@ def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, conve
 
 st.title("Viewer")
 project = require_project()
-round_banner(project)
+round_banner(project, "Viewer")
 scored: ScoredRound | None = None
 with guard("read the stored scores"):
     scored = latest_scores(project)
@@ -165,7 +166,7 @@ if view is None:
     st.stop()
 chosen, from_table = choose_model(project, scored)
 if not from_table:
-    with guard(f"show {chosen.tag}'s prediction of {case_id}"):
+    with guard(f"show the prediction of the {chosen.label} for {case_id}"):
         maps = cached_model_maps(str(project.folder), chosen.tag, str(chosen.ref.path), case_id)
         view = with_model_maps(view, maps.argmax, maps.entropy, maps.affine,
                                project.config.query.roi_dilation_voxels, maps.source)

@@ -11,6 +11,7 @@ evaluation is stored once per f_0 (`evaluate_baseline`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,6 +35,26 @@ BIASED_NOTE = (
     "no labelled test case: these are the Dice of the cases newly labelled this round under the model "
     "that chose them, before training on them. Biased (hard cases, few of them): not a test-set result."
 )
+DICE_FORMAT = "%.3f"  # printf format of a Dice column in tables (the same 3 decimals as `dice_text`)
+
+
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def dice_text(value: Any) -> str:
+    """A Dice score as shown everywhere: 3 decimals ("0.545"); "n/a" for None, NaN or a non-number."""
+    number = _finite_number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def hd95_mm_text(value: Any) -> str:
+    """An HD95 distance in mm as shown everywhere: 1 decimal with its unit ("13.0 mm"); "n/a" for None,
+    inf (a missed structure) or a non-number."""
+    number = _finite_number(value)
+    return "n/a" if number is None else f"{number:.1f} mm"
 
 
 def hd95_text(summary: Mapping[str, Any]) -> str:
@@ -52,8 +73,7 @@ def hd95_text(summary: Mapping[str, Any]) -> str:
     """
     mean = summary.get("mean_hd95_mm")
     missed = summary.get("missed_total")
-    value = "n/a" if mean is None else f"{float(mean):.1f} mm"
-    return f"HD95 {value}" + ("" if missed is None else f" ({int(missed)} missed)")
+    return f"HD95 {hd95_mm_text(mean)}" + ("" if missed is None else f" ({int(missed)} missed)")
 
 
 def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None,

@@ -36,7 +36,8 @@ class ViewerModel:
 
     Attributes:
         ref: tag ("f0", "round<t>") and where it loads from.
-        label: in words: "f_0 (the model the project started from)", "f_2 (after round 1)".
+        label: its one name (`workspace.model_name`): "pre-trained model (f₀)", "model fine-tuned in
+            round 1 (f₂)".
     """
 
     ref: ModelRef
@@ -67,11 +68,11 @@ class ModelMaps:
 
 def viewer_models(project: Project) -> list[ViewerModel]:
     """f_0, then the model fine-tuned in each round that has one, in round order."""
-    models = [ViewerModel(workspace.base_model(project), "f_0 (the model the project started from)")]
+    models = [ViewerModel(workspace.base_model(project), workspace.model_name(0))]
     for info in rounds.list_rounds(project):
         if info.checkpoint:
-            models.append(ViewerModel(ModelRef(f"round{info.idx + 1}", project.resolve(info.checkpoint)),
-                                      f"f_{info.idx + 1} (fine-tuned in round {info.idx})"))
+            models.append(ViewerModel(ModelRef(f"{workspace.ROUND_TAG}{info.idx + 1}", project.resolve(info.checkpoint)),
+                                      workspace.model_name(info.idx + 1)))
     return models
 
 
@@ -108,10 +109,11 @@ def model_maps(project: Project, ref: ModelRef, case_id: str, *, device: str = "
     """
     folder = _folder(ref)
     stored = _read(project.artifact_path(workspace.SCORES_DIR, folder, CASES_DIR, f"{case_id}.npz"),
-                   f"stored by {ref.tag}'s scoring pass")
+                   f"stored by the scoring pass of the {workspace.tag_name(ref.tag)}")
     if stored is not None:
         return stored
-    cached = _read(cache_file(project, ref, case_id), f"computed for the viewer with {ref.tag} (cached)")
+    cached = _read(cache_file(project, ref, case_id),
+                   f"computed for the viewer with the {workspace.tag_name(ref.tag)} (cached)")
     if cached is not None:
         return cached
     maps = _compute(project, ref, case_id, device)
@@ -136,11 +138,13 @@ def _compute(project: Project, ref: ModelRef, case_id: str, device: str) -> Mode
         raise StateError(f"no case {case_id!r} in {project.folder}; pick one of the project's cases.")
     model = load_model(ref.path, device=device)
     if not model.has_head:
-        raise StateError(f"{ref.tag} has no head for the target classes: it gives no prediction to show.")
+        raise StateError(f"the {workspace.tag_name(ref.tag)} has no head for the target classes: it gives no "
+                         "prediction to show.")
     case = preprocess_case(workspace.case_record(info), workspace.preprocess_settings(project),
                            cache_dir=workspace.preprocess_cache(project))
     image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
     probs = predict_probs(model.network, image, workspace.inference_settings(project, model.card, device))
     argmax = probs.argmax(dim=0).to(torch.uint8).numpy()
     entropy = voxel_entropy(probs).numpy().astype(np.float32)
-    return ModelMaps(argmax, entropy, np.asarray(case.affine, dtype=np.float64), f"computed now with {ref.tag}")
+    return ModelMaps(argmax, entropy, np.asarray(case.affine, dtype=np.float64),
+                     f"computed now with the {workspace.tag_name(ref.tag)}")

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from assft_core.session.evaluation import ON_TEST, baseline_metrics
+from assft_core.session.evaluation import ON_TEST, baseline_metrics, dice_text
 from assft_core.session.project import Project
 from assft_core.session.rounds import RoundState, list_rounds
+from assft_core.session.workspace import model_name, model_symbol
 
 # A site whose mean Dice falls by more than this counts as worse (smaller changes are within the
 # spread of seeds measured on the demo corpus, docs/benchmarks.md).
@@ -41,7 +42,7 @@ class RoundChange:
 
     Attributes:
         round: t (the round whose training made f_{t+1}).
-        before / after: model names ("f_0", "f_1", ...).
+        before / after: model symbols ("f₀", "f₁", ...; `workspace.model_symbol`), the table's columns.
         mean_before / mean_after: mean foreground test Dice (None when not evaluated on test).
         sites: per-site change, sorted by site.
         comparable: both models were evaluated on the same labelled test split.
@@ -72,11 +73,12 @@ class RoundChange:
         if not self.comparable:
             return [self.note]
         out = [
-            f"Round {self.round}: mean Dice {self.mean_before:.3f} ({self.before}) → {self.mean_after:.3f} "
-            f"({self.after}), {_signed(self.mean_delta)}."
+            f"Round {self.round}: mean Dice {dice_text(self.mean_before)} → {dice_text(self.mean_after)} "
+            f"({_signed(self.mean_delta)}), from the {model_name(self.round)} to the {model_name(self.round + 1)}."
         ]
         for s in self.worse_sites:
-            out.append(f"Site {s.site} got worse: Dice {s.before:.3f} → {s.after:.3f} ({_signed(s.delta)}).")
+            out.append(f"Site {s.site} got worse: Dice {dice_text(s.before)} → {dice_text(s.after)} "
+                       f"({_signed(s.delta)}).")
         if not self.worse_sites and self.sites:
             out.append(f"No site got worse by more than {WORSE_BY:.2f}.")
         return out
@@ -113,12 +115,12 @@ def compare_evaluations(
     round_idx: int, before: Mapping[str, Any] | None, after: Mapping[str, Any]
 ) -> RoundChange:
     """The change between two stored evaluations (`session.evaluation.evaluate_model` dicts)."""
-    names = (f"f_{round_idx}", f"f_{round_idx + 1}")
+    names = (model_symbol(round_idx), model_symbol(round_idx + 1))
     if before is None:
-        fix = "evaluate f_0 (`assft evaluate --baseline`, or the Project page)" if round_idx == 0 else "evaluate it"
+        fix = "evaluate it (`assft evaluate --baseline`, or the Project page)" if round_idx == 0 else "evaluate it"
         return RoundChange(
             round_idx, *names, None, None, comparable=False,
-            note=f"Round {round_idx}: {names[0]} has no stored test evaluation, so the change per site cannot be "
+            note=f"Round {round_idx}: the {model_name(round_idx)} has no stored test evaluation, so the change per site cannot be "
             f"shown yet: {fix}.",
         )
     if before.get("evaluated_on") != ON_TEST or after.get("evaluated_on") != ON_TEST:
@@ -157,6 +159,6 @@ def format_change(change: RoundChange, *, indent: str = "  ") -> str:
     lines = [f"{indent}{'site':<10} {change.before:>7} {change.after:>7} {'change':>7}"]
     for row in change.rows():
         before, after, delta = row[change.before], row[change.after], row["change"]
-        cells = [f"{'n/a' if v is None else f'{v:.3f}':>7}" for v in (before, after)]
+        cells = [f"{dice_text(v):>7}" for v in (before, after)]
         lines.append(f"{indent}{row['site']:<10} {cells[0]} {cells[1]} {_signed(delta):>7}")
     return "\n".join([*lines, *(indent + s for s in change.sentences())])

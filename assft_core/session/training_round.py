@@ -33,6 +33,7 @@ from assft_core.session.evaluation import evaluate_round
 from assft_core.session.progress import Echo, ProgressSink, StepLog
 from assft_core.session.project import CaseInfo, Project, list_cases
 from assft_core.session.rounds import RoundState
+from assft_core.train.reliability import trusted_words
 
 if TYPE_CHECKING:  # torch: imported by the job when it trains, not by every reader of this module
     from assft_core.train.ssft import RoundProgress, SSFTResult
@@ -189,9 +190,10 @@ def train_round(
         atomic_write_bytes(summary_path, json.dumps(metrics, indent=1, default=str).encode())
         rounds.mark_trained(project, project.relative(model_dir), {"wall_s": metrics["wall_s"]})
     if request.evaluate:
-        sink.progress(_PREP + _TRAIN, f"evaluating the round {info.idx} model", phase="evaluate")
+        evaluating = f"evaluating the {workspace.model_name(info.idx + 1)}"
+        sink.progress(_PREP + _TRAIN, evaluating, phase="evaluate")
         if echo is not None:
-            echo(f"evaluating the round {info.idx} model", force=True)
+            echo(evaluating, force=True)
         evaluated = evaluate_round(
             project,
             device=request.device,
@@ -388,7 +390,7 @@ def _round_card(
         },
         notes=f"Fine-tuned by ASSFT Studio in round {round_idx} of project {project.folder.name} "
         f"from {parent.tag} on {len(cases.labelled)} labelled case(s) (SSFT {request.ssft_mode.value}, "
-        f"|R| = {len(admitted)}, recipe {finetune_cfg.label}).",
+        f"{trusted_words(len(admitted))}, recipe {finetune_cfg.label}).",
     )
 
 

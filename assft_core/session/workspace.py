@@ -53,6 +53,37 @@ class ModelRef:
     path: Path
 
 
+SUBSCRIPT_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+ROUND_TAG = "round"
+
+
+def model_symbol(t: int) -> str:
+    """The symbol of the model after t rounds of fine-tuning: "f₀", "f₁", ... (METHOD.md §0)."""
+    return "f" + str(int(t)).translate(SUBSCRIPT_DIGITS)
+
+
+def model_name(t: int) -> str:
+    """A model's one name on every screen, plain words first, the symbol in brackets.
+
+    Args:
+        t: rounds of fine-tuning behind the model; round t − 1 trained f_t (rounds count from 0).
+
+    Returns:
+        "pre-trained model (f₀)" for t = 0, "model fine-tuned in round 0 (f₁)" for t = 1, ...
+    """
+    if t == 0:
+        return f"pre-trained model ({model_symbol(0)})"
+    return f"model fine-tuned in round {t - 1} ({model_symbol(t)})"
+
+
+def tag_name(tag: str) -> str:
+    """`model_name` of a `ModelRef` tag ("f0", "round<t>"); any other tag as it is."""
+    if tag == BASE_TAG:
+        return model_name(0)
+    number = tag.removeprefix(ROUND_TAG)
+    return model_name(int(number)) if tag.startswith(ROUND_TAG) and number.isdigit() else tag
+
+
 def base_model(project: Project) -> ModelRef:
     """f_0: the model the project was created with.
 

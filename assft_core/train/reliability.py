@@ -52,6 +52,13 @@ _SCORE_NAMES = {
 }
 
 
+def trusted_words(n: int) -> str:
+    """The size of R in plain words first: "19 unlabelled scans trusted for pseudo-labels (R)"."""
+    if n == 0:
+        return "no unlabelled scan trusted for pseudo-labels (R is empty)"
+    return f"{n} unlabelled scan{'' if n == 1 else 's'} trusted for pseudo-labels (R)"
+
+
 def admitted_count(rho: float, n: int) -> int:
     """`ceil(ρ · n)` clipped to [0, n]: how many of `n` unlabelled cases the top-ρ rule takes.
 
@@ -414,16 +421,16 @@ def _warnings(report: ReliabilityReport) -> tuple[list[str], list[str]]:
         )
     n_r = len(report.admitted_ids)
     if not report.cases:
-        warnings.append("no unlabelled case in the pool: the SSFT phase trains on L alone.")
+        warnings.append("no unlabelled case in the pool: the SSFT phase trains on the labelled cases (L) alone.")
     elif n_r == 0:
         warnings.append(
-            "R is empty: no unlabelled case was admitted, so the SSFT phase trains on L alone. "
+            f"{trusted_words(0)}: the SSFT phase trains on the labelled cases (L) alone. "
             "Check the distributions of c, s and r (and c_min / τ_v)."
         )
     elif n_r < 2:
         warnings.append(
-            f"|R| = {n_r} < 2: only one unlabelled case joins the SSFT phase; check the distributions "
-            "of c, s and r (and c_min)."
+            f"only {trusted_words(n_r)}, fewer than 2: a single pseudo-labelled scan joins the SSFT phase; "
+            "check the distributions of c, s and r (and c_min)."
         )
     return warnings, notes
 

@@ -42,7 +42,7 @@ from assft_core.query.scoring import score_cases
 from assft_core.train.checkpoint import CHECKPOINT_NAME
 from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.pseudo import PseudoLabelStats, load_pseudo_label, make_pseudo_label, save_pseudo_label
-from assft_core.train.reliability import ReliabilityReport, reliability_report, semantic_distance
+from assft_core.train.reliability import ReliabilityReport, reliability_report, semantic_distance, trusted_words
 from assft_core.train.retention import RETENTION_DIR, RoundRetention
 from assft_core.train.trainer import ProgressEvent, TrainResult, train
 
@@ -229,7 +229,7 @@ def run_round_training(
     result.report = report
     timings[PHASE_SCORING] = report.scoring_s
     if report.trains_on_labelled_only:
-        emit(PHASE_SCORING, n_sup, "R is empty: the SSFT phase trains on the labelled cases alone")
+        emit(PHASE_SCORING, n_sup, f"{trusted_words(0)}: the SSFT phase trains on the labelled cases alone")
 
     pseudo_samples = _pseudo_samples(report, unlabelled, selection_dir)
     ssft = fit(
@@ -237,7 +237,7 @@ def run_round_training(
         network,
         TrainData(labelled_samples, pseudo_samples, retained),
         run_dir=ssft_dir,
-        on_progress=lambda e: emit(PHASE_SSFT, n_sup + e.step, f"SSFT step {e.step}/{n_ssft} (|R| = {len(pseudo_samples)})", e),
+        on_progress=lambda e: emit(PHASE_SSFT, n_sup + e.step, f"SSFT step {e.step}/{n_ssft} ({trusted_words(len(pseudo_samples))})", e),
         should_stop=should_stop,
         resume_from=_existing_run(ssft_dir),
         phase=PHASE_SSFT,

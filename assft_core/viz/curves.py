@@ -111,6 +111,7 @@ def round_history_figure(
     mean_dice: Sequence[float],
     per_site_dice: Sequence[Mapping[str, float]] | None = None,
     labelled_counts: Sequence[int] | None = None,
+    tick_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Test Dice of a project round by round: overall and per site.
 
@@ -122,15 +123,18 @@ def round_history_figure(
         mean_dice: mean foreground Dice per round.
         per_site_dice: per round, site → mean Dice (a site absent in a round is a gap).
         labelled_counts: labelled cases per round, shown on hover.
+        tick_labels: the x axis's label of each round (e.g. the model's name); default the number.
 
     Returns:
-        Line figure, x = round.
+        Line figure, x = round, one tick per given round and half a round of margin either side (so
+        a single round is one tick, not an axis from −1 to 1).
 
     Raises:
         ValueError: if the sequences have different lengths.
     """
     n = len(rounds)
-    for name, seq in (("mean_dice", mean_dice), ("per_site_dice", per_site_dice), ("labelled_counts", labelled_counts)):
+    for name, seq in (("mean_dice", mean_dice), ("per_site_dice", per_site_dice), ("labelled_counts", labelled_counts),
+                      ("tick_labels", tick_labels)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"round_history_figure: {name} has {len(seq)} entries for {n} rounds")
     x = np.asarray(rounds)
@@ -166,9 +170,12 @@ def round_history_figure(
                     hovertemplate=f"site {site} fell in round %{{x}}: %{{y:.3f}}<extra></extra>",
                 )
             )
+    ticks = [int(t) for t in x]
     fig.update_layout(
         title="Test Dice per round",
-        xaxis={"title": {"text": "round"}, "dtick": 1},
+        xaxis={"title": {"text": "round"}, "tickmode": "array", "tickvals": ticks,
+               "ticktext": list(tick_labels) if tick_labels is not None else [str(t) for t in ticks],
+               "range": [min(ticks) - 0.5, max(ticks) + 0.5] if ticks else None},
         yaxis={"title": {"text": "mean Dice"}, "range": [0, 1]},
     )
     return fig

@@ -208,7 +208,7 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             expect(page.get_by_text("Next in line")).to_be_visible()
             shots.take("query")
             approve.click()
-            expect(page.get_by_text("Round 0 is approved")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Round 0: picks approved, waiting for labels")).to_be_visible(timeout=60_000)
             _no_exception(page)
             picks = [q.case_id for q in rounds.list_queries(project) if q.status.value == "approved"]
             assert len(picks) == 2
@@ -271,8 +271,8 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             # The model selector: f_1, fine-tuned in round 0, is run on the case on demand; drawn with the
             # label as outline and the prediction as fill, then the error view; a legend by each view.
             page.get_by_role("combobox", name="Model").click()
-            page.get_by_role("option", name="f_1 (fine-tuned in round 0)").click()
-            expect(page.get_by_text("prediction computed now with round1")).to_be_visible(timeout=JOB_S * 1000)
+            page.get_by_role("option", name="model fine-tuned in round 0 (f₁)").click()
+            expect(page.get_by_text("prediction computed now with the model fine-tuned in round 0 (f₁)")).to_be_visible(timeout=JOB_S * 1000)
             shown = ("() => { const p = document.querySelectorAll('.js-plotly-plot')[2]; if (!p) return false;"
                      " const n = p.data.map(t => t.name); return %s; }")
             # One overlay switch at a time, each waited for in the figure before the next.

@@ -26,6 +26,9 @@ SSFT_CASES = [
 ]
 
 
+WARNING = "only 1 unlabelled scan trusted for pseudo-labels (R), fewer than 2"
+
+
 def _values(array: list | dict) -> list:
     """A plotly JSON array as a list (plotly writes numeric arrays as base64 with a dtype)."""
     if isinstance(array, dict):
@@ -41,7 +44,7 @@ def _fake_training(ctx: JobContext) -> dict:
             ctx.progress(event["step"] / event["total"], f"step {event['step']}", eta_s=event["eta_s"])
         fh.write('{"step": 4, "lo')  # a line cut short by a concurrent write is skipped
     return {"final_loss": 1 / 3, "mean_dice": 0.61, "labelled": 2, "unlabelled": 2, "admitted": 1,
-            "ssft_mode": "selective", "ssft_warnings": ["|R| = 1 < 2: few pseudo-labelled cases"],
+            "ssft_mode": "selective", "ssft_warnings": [WARNING],
             "ssft_cases": SSFT_CASES, "wall_s": {"supervised": 65.0}, "parent": "f0"}
 
 
@@ -81,7 +84,7 @@ def test_finished_job_shows_progress_loss_curve_and_admitted_cases(run_page, ora
     assert _values(loss["x"]) == [1, 2, 3]  # the cut-short line is not drawn
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Mean Dice"], metrics["Final loss"], metrics["Admitted by SSFT"]) == ("0.610", "0.3333", "1 of 2")
-    assert at.warning[0].value == "|R| = 1 < 2: few pseudo-labelled cases"
+    assert at.warning[0].value == WARNING
     (cases,) = [d.value for d in at.dataframe if "reason" in d.value.columns]
     assert cases.to_dict("records") == [SSFT_CASES[1], SSFT_CASES[0]]  # admitted first, then by reliability
     assert "supervised 1 min 05 s" in at.caption[-1].value
@@ -126,7 +129,7 @@ def test_a_new_round_does_not_show_the_last_rounds_job(run_page, oracle_project,
     rounds.start_next_round(oracle_project)
     at = run_page("finetune", oracle_project.folder)
     assert not at.exception and at.get("progress") == []
-    assert "Label the approved cases first (round 1 is 'open')" in at.warning[0].value
+    assert "Label the approved cases first (round 1: open, the pool is not scored yet)" in at.warning[0].value
 
 
 def test_the_evaluated_round_shows_hd95_with_the_missed_count(run_page, oracle_project, fake_jobs) -> None:

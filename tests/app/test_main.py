@@ -44,7 +44,7 @@ def test_main_takes_the_project_from_the_environment(monkeypatch, oracle_project
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60).run()
     assert not at.exception
     assert at.session_state[PROJECT_KEY] == str(oracle_project.folder)
-    assert "Round 0 is **open**" in at.info[0].value
+    assert "Round 0: **open, the pool is not scored yet**" in at.info[0].value
 
 
 def test_sidebar_lists_active_jobs_on_every_page(monkeypatch, oracle_project, fake_jobs) -> None:

@@ -33,6 +33,13 @@ def _store_baseline(project, mean: float, sites: dict[str, float]) -> None:
     path.write_text(json.dumps(baseline))
 
 
+def column_formats(dataframe) -> dict[str, str]:
+    """Column -> the number format a table was drawn with (its column config, as the browser gets it)."""
+    config = json.loads(dataframe.proto.columns or "{}")
+    return {name.removeprefix("name:"): c["type_config"]["format"] for name, c in config.items()
+            if "format" in c.get("type_config", {})}
+
+
 def _values(array: list | dict) -> list:
     """A plotly JSON array as a list (plotly writes numeric arrays as base64 with a dtype)."""
     if isinstance(array, dict):
@@ -86,14 +93,18 @@ def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, orac
     assert _values(traces["site A"]["y"]) == [0.2, 0.7] and _values(traces["site B"]["y"]) == [0.4, 0.5]
     history, change = at.dataframe[-2].value, at.dataframe[-1].value
     assert change.to_dict("records")[1:] == [
-        {"site": "A", "f_0": 0.2, "f_1": 0.7, "change": pytest.approx(0.5)},
-        {"site": "B", "f_0": 0.4, "f_1": 0.5, "change": pytest.approx(0.1)},
+        {"site": "A", "f₀": 0.2, "f₁": 0.7, "change": pytest.approx(0.5)},
+        {"site": "B", "f₀": 0.4, "f₁": 0.5, "change": pytest.approx(0.1)},
     ]
-    assert any("0.300 (f_0) → 0.600 (f_1), +0.300" in s.value for s in at.success)
+    assert any("0.300 → 0.600 (+0.300), from the pre-trained model (f₀) to the model fine-tuned in round 0 (f₁)"
+               in s.value for s in at.success)
     assert history.to_dict("records") == [
-        {"model": "f_0", "labelled": 0, "evaluated on": "test", "mean Dice": 0.3, "A": 0.2, "B": 0.4},
-        {"model": "f_1", "labelled": 2, "evaluated on": "test", "mean Dice": 0.6, "A": 0.7, "B": 0.5},
+        {"model": "pre-trained model (f₀)", "labelled": 0, "evaluated on": "test", "mean Dice": 0.3, "A": 0.2, "B": 0.4},
+        {"model": "model fine-tuned in round 0 (f₁)", "labelled": 2, "evaluated on": "test", "mean Dice": 0.6,
+         "A": 0.7, "B": 0.5},
     ]
+    # Every Dice column of the history shows 3 decimals, like every other Dice on the page.
+    assert column_formats(at.dataframe[-2]) == {"mean Dice": "%.3f", "A": "%.3f", "B": "%.3f"}
     assert not at.warning  # every point is a test-set result
     assert not [b for b in at.button if b.key == "evaluate-baseline"]  # f_0 is evaluated already
 

@@ -55,7 +55,8 @@ def test_propose_shows_explained_picks_and_approve_reject_update_the_store(run_p
     assert rounds.current_round(oracle_project).state is RoundState.APPROVED
     # The steps keep their numbers: step 2 says it is closed and what comes next.
     assert [h.value for h in at.subheader][:3] == ["1 · Score the pool", "2 · Propose picks", "3 · Review the picks"]
-    assert any("Closed: round 0 is 'approved'" in c.value and "**Labels** page" in c.value for c in at.caption)
+    assert any("Closed: round 0 has its picks (picks approved, waiting for labels)" in c.value
+               and "**Labels** page" in c.value for c in at.caption)
 
 
 def test_swap_replaces_a_pick_and_a_larger_budget_proposes_more(run_page, oracle_project) -> None:

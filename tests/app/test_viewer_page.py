@@ -123,7 +123,7 @@ def test_case_sent_by_another_page_opens_with_its_scores(run_page, oracle_projec
     at.selectbox(key="viewer-case").set_value(first.case_id).run()
     metrics = {m.label: m.value for m in at.metric}
     i = [c for c, _, _ in CASES].index(first.case_id)
-    assert metrics["ASD (difficulty)"] == f"{0.1 + 0.05 * ((i * 3) % 4):.3f}"
+    assert metrics["difficulty (ASD)"] == f"{0.1 + 0.05 * ((i * 3) % 4):.3f}"
     assert metrics["pick rank"] == "1"
     assert metrics["pick score"] == f"{first.explanation['score']:.3f}"
 
@@ -191,8 +191,8 @@ def test_model_selector_computes_another_models_prediction_once_and_keeps_it(
     at = run_page("viewer", oracle_project.folder)
     assert not at.exception, at.exception
     model = at.selectbox(key="viewer-model")
-    assert model.options[0].startswith("f_0 (the model the project started from) · scored this round")
-    assert model.options[1] == "f_1 (fine-tuned in round 0)" and model.value == "f0"
+    assert model.options[0] == "pre-trained model (f₀) · scored this round"
+    assert model.options[1] == "model fine-tuned in round 0 (f₁)" and model.value == "f0"
     at.selectbox(key="viewer-case").set_value("p1").run()
     assert calls == []  # the scoring pass's own maps: nothing computed
     at.selectbox(key="viewer-model").set_value("round1").run()

@@ -16,7 +16,7 @@ def test_a_models_maps_come_from_its_scoring_pass_else_are_computed_once_and_kep
     f0 = workspace.base_model(project)
     case_id = list_cases(project, Split.POOL)[0].case_id
     stored = model_views.model_maps(project, f0, case_id, device="cpu")  # f_0 scored round 0
-    assert stored.source == "stored by f0's scoring pass"
+    assert stored.source == "stored by the scoring pass of the pre-trained model (f₀)"
     view = load_case_view(project, latest_scores(project), case_id)
     np.testing.assert_array_equal(stored.argmax, view.prediction)
 
@@ -26,7 +26,7 @@ def test_a_models_maps_come_from_its_scoring_pass_else_are_computed_once_and_kep
         if f"{f0.tag}-" in str(path.parent.parent.name):
             path.unlink()
     computed = model_views.model_maps(project, f0, case_id, device="cpu")
-    assert computed.source == "computed now with f0"
+    assert computed.source == "computed now with the pre-trained model (f₀)"
     np.testing.assert_array_equal(computed.argmax, stored.argmax)  # the same model, the same pass
     assert computed.entropy is not None and 0.0 <= float(computed.entropy.min()) <= float(computed.entropy.max()) <= 1.0
     monkeypatch.setattr(model_views, "_compute", lambda *a: (_ for _ in ()).throw(AssertionError("computed again")))

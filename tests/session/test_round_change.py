@@ -14,14 +14,15 @@ def _ev(mean: float, sites: dict[str, float], on: str = "test") -> dict:
 
 def test_change_per_site_and_the_sites_that_got_worse() -> None:
     change = compare_evaluations(0, _ev(0.545, {"A": 0.58, "B": 0.25, "C": 0.69}), _ev(0.507, {"A": 0.43, "B": 0.52, "C": 0.685}))
-    assert change.before == "f_0" and change.after == "f_1" and change.mean_delta == pytest.approx(-0.038)
+    assert change.before == "f₀" and change.after == "f₁" and change.mean_delta == pytest.approx(-0.038)
     assert [s.site for s in change.worse_sites] == ["A"]  # C fell by 0.005 < WORSE_BY
     assert 0.005 < WORSE_BY
     sentences = change.sentences()
-    assert sentences[0] == "Round 0: mean Dice 0.545 (f_0) → 0.507 (f_1), -0.038."
+    assert sentences[0] == ("Round 0: mean Dice 0.545 → 0.507 (-0.038), from the pre-trained model (f₀) to the model "
+                            "fine-tuned in round 0 (f₁).")
     assert sentences[1] == "Site A got worse: Dice 0.580 → 0.430 (-0.150)."
     assert len(sentences) == 2
-    assert change.rows()[0]["site"] == "mean" and change.rows()[1] == {"site": "A", "f_0": 0.58, "f_1": 0.43, "change": pytest.approx(-0.15)}
+    assert change.rows()[0]["site"] == "mean" and change.rows()[1] == {"site": "A", "f₀": 0.58, "f₁": 0.43, "change": pytest.approx(-0.15)}
     table = format_change(change)
     assert "A" in table and "-0.150" in table and "got worse" in table
     assert change.to_dict()["worse_sites"] == ["A"]

@@ -65,7 +65,7 @@ def test_c_min_floor_removes_without_replacing_and_warns() -> None:
     rep = _report(SSFTMode.SELECTIVE, c_min=0.75)
     assert rep.admitted_ids == ["u1"]  # u2 (c = 0.7) was in the top 2 but below the floor
     assert "c_min 0.75" in rep.cases[2].reason and not rep.cases[2].selected
-    assert any("|R| = 1 < 2" in w for w in rep.warnings)
+    assert any(w.startswith("only 1 unlabelled scan trusted for pseudo-labels (R), fewer than 2") for w in rep.warnings)
 
 
 @pytest.mark.parametrize(
@@ -95,13 +95,13 @@ def test_all_ignored_pseudo_label_is_left_out_and_empty_r_is_said() -> None:
     assert rep.admitted_ids == [] and rep.trains_on_labelled_only
     assert [c.selected for c in rep.cases] == [False, True, True, False]
     assert any("every pseudo-label voxel was below" in w for w in rep.warnings)
-    assert any("R is empty" in w and "L alone" in w for w in rep.warnings)
+    assert any("R is empty" in w and "(L) alone" in w for w in rep.warnings)
 
 
 def test_empty_pool_says_it_trains_on_labelled_alone() -> None:
     rep = reliability_report([], np.zeros(0), np.zeros(0), SSFTConfig())
     assert rep.admitted_ids == [] and rep.distributions["confidence"] is None
-    assert any("L alone" in w for w in rep.warnings)
+    assert any("(L) alone" in w for w in rep.warnings)
 
 
 def test_distribution_quartiles() -> None:

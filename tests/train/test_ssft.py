@@ -110,7 +110,7 @@ def test_selective_round_schedule_pseudo_labels_and_ramp(tmp_path: Path) -> None
 def test_empty_r_trains_on_labelled_alone_and_says_so(tmp_path: Path, setting: dict[str, float]) -> None:
     result, events = _run(tmp_path, **setting)
     rep = result.report
-    assert rep is not None and rep.admitted_ids == [] and any("L alone" in w for w in rep.warnings)
+    assert rep is not None and rep.admitted_ids == [] and any("(L) alone" in w for w in rep.warnings)
     if "tau_v" in setting:  # selected by reliability, but every voxel was ignored
         assert any(c.selected for c in rep.cases) and any("below τ_v" in w for w in rep.warnings)
     assert result.ssft is not None and result.ssft.step == 3

@@ -57,8 +57,17 @@ def test_round_history_flags_sites_that_got_worse() -> None:
     assert names[:2] == ["all sites", "site A"]
     drops = {t.name: list(t.x) for t in fig.data if t.name.endswith("got worse")}
     assert drops == {"site A got worse": [2], "site B got worse": [3]}  # A's gap in round 3 is not a drop
+    assert list(fig.layout.xaxis.tickvals) == [0, 1, 2, 3] and list(fig.layout.xaxis.range) == [-0.5, 3.5]
     with pytest.raises(ValueError, match="mean_dice has 3 entries for 4 rounds"):
         round_history_figure([0, 1, 2, 3], [0.1, 0.2, 0.3])
+
+
+def test_round_history_of_one_model_has_one_tick() -> None:
+    fig = round_history_figure([0], [0.5], tick_labels=["f₀"])
+    axis = fig.layout.xaxis
+    assert (list(axis.tickvals), list(axis.ticktext), list(axis.range)) == ([0], ["f₀"], [-0.5, 0.5])
+    with pytest.raises(ValueError, match="tick_labels has 2 entries for 1 rounds"):
+        round_history_figure([0], [0.5], tick_labels=["f₀", "f₁"])
 
 
 def test_loss_curve_phases_and_errors() -> None:

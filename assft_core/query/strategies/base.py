@@ -232,6 +232,12 @@ class Strategy:
     needs_head: bool
     needs_embedding: bool
     description: str
+    plain: str = ""
+
+    @property
+    def summary(self) -> str:
+        """What the strategy does in one plain sentence (`plain`), else its `description`."""
+        return self.plain or self.description
 
     def select(
         self, scores: ScoreTable, pool: PoolState, budget: int, rng: np.random.Generator, cfg: QueryConfig
@@ -326,13 +332,14 @@ def _load_builtins() -> None:
 
 
 def register_strategy(
-    name: str, *, needs_head: bool = False, needs_embedding: bool = False
+    name: str, *, needs_head: bool = False, needs_embedding: bool = False, plain: str = ""
 ) -> Callable[[StrategyFn], StrategyFn]:
     """Register a strategy function under `name` (nnActive style; a benchmark is a list of names).
 
     The function receives `(ctx, budget, rng)` with `1 ≤ budget ≤ len(ctx.candidates)` and returns
     exactly `budget` distinct `Choice`s among `ctx.candidates`. Its docstring's first line is the
-    strategy's description.
+    strategy's description (the formula); `plain` says what it does in one sentence without symbols,
+    for people choosing a strategy.
 
     Raises:
         ValueError: when the name is taken.
@@ -342,7 +349,7 @@ def register_strategy(
         if name in _REGISTRY:
             raise ValueError(f"strategy {name!r} is already registered")
         doc = (fn.__doc__ or name).strip().splitlines()[0]
-        _REGISTRY[name] = Strategy(name, fn, needs_head, needs_embedding, doc)
+        _REGISTRY[name] = Strategy(name, fn, needs_head, needs_embedding, doc, plain)
         return fn
 
     return deco

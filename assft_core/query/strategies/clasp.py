@@ -28,7 +28,8 @@ def class_slots(budget: int, n_classes: int, cfg: QueryConfig, rng: np.random.Ge
     return [int(order[s % n_classes]) for s in range(n_fg)] + [0] * (budget - n_fg)
 
 
-@register_strategy("clasp_pe", needs_head=True)
+@register_strategy("clasp_pe", needs_head=True,
+                   plain="Picks uncertain scans class by class, with a random share that shrinks round by round.")
 def clasp_pe(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> list[Choice]:
     """CLASP-PE: class-stratified power predictive entropy with a scheduled β (nnActive)."""
     cfg = ctx.cfg

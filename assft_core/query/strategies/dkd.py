@@ -22,14 +22,20 @@ def _greedy(ctx: SelectionContext, budget: int, base: np.ndarray, criterion: str
     return choices
 
 
-@register_strategy("assft")
+@register_strategy(
+    "assft", plain="Picks scans unlike the images the model learned from and where it is unsure of its outline, "
+    "each one different from the cases already chosen.",
+)
 def assft(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> list[Choice]:
     """ASSFT: δ(x|S) · (λ k̂ + (1 − λ) â), greedy with δ recomputed after each pick."""
     lam = ctx.cfg.lam
     return _greedy(ctx, budget, lam * ctx.k_hat + (1.0 - lam) * ctx.a_hat, "δ · (λ k̂ + (1 − λ) â)")
 
 
-@register_strategy("dkd")
+@register_strategy(
+    "dkd", plain="Picks scans unlike the images the model learned from, each one different from the cases "
+    "already chosen.",
+)
 def dkd(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> list[Choice]:
     """DKD alone: k̂ · δ(x|S), greedy with δ recomputed after each pick."""
     return _greedy(ctx, budget, ctx.k_hat, "DKD = k̂ · δ")

@@ -8,7 +8,8 @@ from sklearn.cluster import kmeans_plusplus
 from assft_core.query.strategies.base import Choice, SelectionContext, register_strategy
 
 
-@register_strategy("coreset", needs_embedding=True)
+@register_strategy("coreset", needs_embedding=True,
+                   plain="Picks the scans least like any case already chosen, to cover the pool.")
 def coreset(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> list[Choice]:
     """Core-set: k-center greedy on z (farthest from S first); seeded random first pick when S is empty."""
     allowed = list(ctx.candidates)
@@ -27,7 +28,8 @@ def coreset(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> lis
     return choices
 
 
-@register_strategy("kmeans_entropy", needs_head=True, needs_embedding=True)
+@register_strategy("kmeans_entropy", needs_head=True, needs_embedding=True,
+                   plain="Picks scans spread over the pool, favouring those where the model is unsure.")
 def kmeans_entropy(ctx: SelectionContext, budget: int, rng: np.random.Generator) -> list[Choice]:
     """k-means++ entropy: k-means++ seeding on z with ASD as sample weight (spread and uncertain)."""
     cand = ctx.candidates
