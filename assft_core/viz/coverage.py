@@ -155,7 +155,8 @@ def coverage_figure(
     if known.any() and not known.all():
         raise ValueError("coverage_figure: distance must be all finite, or all NaN (nothing labelled yet)")
     fig = go.Figure()
-    for name, rows, faint in (("cases", np.flatnonzero(~test), False), ("test cases", np.flatnonzero(test), True)):
+    for name, rows, faint in (("cases (colour: DIV)", np.flatnonzero(~test), False),
+                              ("test cases", np.flatnonzero(test), True)):
         if rows.size == 0:
             continue
         marker: dict = {"size": 8, "opacity": TEST_OPACITY} if faint else {"size": 11}

@@ -37,8 +37,8 @@ TEST_OPACITY = 0.3
 SEQUENTIAL_SCALE = "Viridis"
 # How long a UMAP fit takes when nothing is recorded yet, measured on the project's 2-core CPU
 # (umap-learn 0.5, 256-dim z): the first fit of a process imports umap-learn and compiles its numba
-# code (7–19 s there, by load), then ~1.5 ms per case. A project's own fits replace these numbers
-# (`FIT_TIMES_FILE`, `expected_fit_seconds`).
+# code (7–20 s at a load of 1–3; 90 s at a load of 8), then 1.4–2.8 ms per case. A project's own
+# fits replace these numbers (`FIT_TIMES_FILE`, `expected_fit_seconds`).
 DEFAULT_FIRST_FIT_S = 20.0
 DEFAULT_PER_CASE_S = 0.002
 FIT_TIMES_FILE = "embed2d_fit_times.json"
@@ -59,7 +59,7 @@ def embed_2d(z: np.ndarray, *, random_state: int = 0, cache_dir: Path | None = N
     8 cases up; PCA (scikit-learn) below, where UMAP's neighbour graph is degenerate. One case
     maps to the origin. With `cache_dir`, the result is cached in a `.npy` file named by a hash
     of the embedding bytes and the projection settings, written temp-then-rename, so a UMAP fit
-    (the first of a process: 7–20 s of importing and compiling) is paid once per embedding
+    (the first of a process: 7–20 s of importing and compiling on an idle 2-core CPU) is paid once per embedding
     (docs/architecture.md, "Figures"); each fit's wall time is recorded there too, for
     `expected_fit_seconds`.
 
