@@ -106,6 +106,8 @@ def project_caption(curve: ProjectCurve | None) -> None:
             f"**{PROJECT_LEGEND.capitalize()}** (thick dark line, in every panel): mean test Dice of "
             + ", ".join(f"{r.model} ({r.labelled_count} labelled)" for r in curve.points.itertuples())
             + f". Its pool is not the benchmark's: read it beside the **{BENCHMARK_LEGEND}** curves, not against them."
+            + ("" if "f_0" in set(curve.points["model"]) else
+               " Evaluate f_0 on the **Project** page to start the curve at 0 labelled.")
         )
     if curve.left_out:
         st.caption(f"Not on the curve: {', '.join(curve.left_out)}, evaluated without a labelled test set "

@@ -118,16 +118,17 @@ def test_this_projects_rounds_are_drawn_beside_the_benchmark(run_page, oracle_pr
     layout = trace["layout"]
     assert (layout["legend"]["title"]["text"], layout["legend2"]["title"]["text"]) == (BENCHMARK_LEGEND, PROJECT_LEGEND)
     assert any("f_0 (0 labelled), f_1 (2 labelled)" in c.value for c in at.caption)
+    assert not any("Evaluate f_0" in c.value for c in at.caption)
     assert [t.label for t in at.tabs] == ["balanced pool", "unbalanced pool"]  # the benchmark's tables stay
 
 
 def test_without_a_benchmark_the_projects_curve_is_still_drawn(run_page, oracle_project) -> None:
-    drive_oracle_round(oracle_project, RoundState.EVALUATED)
-    store_baseline(oracle_project, 0.3, {"A": 0.2, "B": 0.4})
+    drive_oracle_round(oracle_project, RoundState.EVALUATED)  # f_0 not evaluated: the curve starts at f_1
     at = run_page("compare", oracle_project.folder)
     assert not at.exception, at.exception
     assert "No benchmark result chosen" in at.info[0].value
-    assert plotly_array(_project_trace(at)["y"]).tolist() == [0.3, 0.6]
+    assert plotly_array(_project_trace(at)["y"]).tolist() == [0.6]
+    assert any("Evaluate f_0 on the **Project** page" in c.value for c in at.caption)
     assert not at.tabs and not [e for e in at.expander if e.label.startswith("Where")]
 
 
