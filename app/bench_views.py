@@ -1,5 +1,6 @@
-"""Glue of the Compare page: where benchmark result files are found, reading uploads, and the
-mean ± sd tables (strategies × labelled counts per pool, with ceiling and floor rows).
+"""Glue of the Compare page: where benchmark result files are found, reading uploads, the
+mean ± sd tables (strategies × labelled counts per pool, with ceiling and floor rows), and the
+open project's own learning curve beside them.
 
 No Streamlit here: the page places what these functions return, and tests call them directly.
 """
@@ -10,13 +11,16 @@ import functools
 import json
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from app.presenters import HistoryPoint
 from assft_core.bench.schema import BenchmarkResult, load_results
 from assft_core.errors import DataError
+from assft_core.session.evaluation import ON_TEST
 from assft_core.session.paths import sanitize_filename
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,3 +112,42 @@ def budget_table(summary: pd.DataFrame, references: pd.DataFrame, pool: str) -> 
         table.loc[row.kind, "reference"] = f"{mean_sd(row.dice_mean, row.dice_sd, int(row.n_seeds))} at {row.labelled_count:g} labelled"
     table.index.name = "strategy"
     return table.fillna("")
+
+
+PROJECT_CURVE_COLUMNS = ["model", "labelled_count", "dice_mean"]
+
+
+@dataclass(frozen=True)
+class ProjectCurve:
+    """The open project's learning curve (ASSFT, METHOD.md §5), as the Compare page draws it.
+
+    Attributes:
+        points: columns `PROJECT_CURVE_COLUMNS`: model ("f_0", "f_1", ...), pool cases labelled
+            when it was evaluated (0 for f_0), its mean foreground test Dice; in model order.
+        left_out: models evaluated without a labelled test split (the biased fallback, not a
+            test-set result, so not on the curve).
+    """
+
+    points: pd.DataFrame
+    left_out: list[str]
+
+
+def project_curve(history: Sequence[HistoryPoint]) -> ProjectCurve:
+    """Mean test Dice against labelled scans, f_0 at 0, from the Project page's round history.
+
+    Args:
+        history: `app.presenters.round_history(list_rounds(project), baseline_metrics(project))`.
+
+    Returns:
+        The curve: test-split evaluations with a mean Dice and a labelled count only; the others
+        are named in `left_out` when they are fallback evaluations (a model with no case to
+        evaluate on, or no recorded count, is skipped silently: it has no point to draw).
+    """
+    on_test = [p for p in history if p.evaluated_on == ON_TEST]
+    rows = [
+        {"model": f"f_{p.model_round}", "labelled_count": p.labelled, "dice_mean": p.mean_dice}
+        for p in sorted(on_test, key=lambda p: p.model_round)
+        if p.mean_dice is not None and p.labelled is not None
+    ]
+    left_out = [f"f_{p.model_round}" for p in history if p.evaluated_on != ON_TEST]
+    return ProjectCurve(pd.DataFrame(rows, columns=PROJECT_CURVE_COLUMNS), left_out)

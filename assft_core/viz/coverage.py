@@ -1,8 +1,9 @@
-"""DKD coverage: how well the labelled (+ proposed) cases cover the pool in embedding space.
+"""Coverage: how well the labelled (+ proposed) cases cover the pool in embedding space.
 
 The distance used is DKD's diversity distance (ASSFT, METHOD.md §1):
 `DIV(x | S) = min_{y ∈ S} (1 − cos(z(x), z(y)))`, computed by the query engine's own
-`cosine_distance_to_set`, so the map shows exactly what the strategies rank by. Low everywhere =
+`cosine_distance_to_set`, so the map shows the diversity term exactly as the strategies compute
+it (DIV alone: DKD = KG × DIV also weighs in the knowledge gap, which is not drawn here). Low everywhere =
 the labelled set covers the pool; a far cluster = a kind of scan no expert has labelled yet.
 """
 
@@ -15,7 +16,17 @@ import numpy as np
 import plotly.graph_objects as go
 
 from assft_core.query.metrics import cosine_distance_to_set
-from assft_core.viz.embedding import LEGEND_BELOW, STATUS_COLOURS, STATUS_SYMBOLS
+from assft_core.viz.embedding import (
+    LEGEND_BELOW,
+    SEQUENTIAL_SCALE,
+    STATUS_COLOURS,
+    STATUS_SYMBOLS,
+    STATUS_ZORDER,
+    TEST_OPACITY,
+)
+
+# The colour bar's title: exactly what the colour is (METHOD.md §1).
+DIV_COLOUR_TITLE = "DIV = 1 − cos to nearest labelled"
 
 
 def _unit_rows(z: np.ndarray) -> np.ndarray:
@@ -110,48 +121,61 @@ def coverage_figure(
     *,
     labelled_idx: Sequence[int] | np.ndarray = (),
     proposed_idx: Sequence[int] | np.ndarray = (),
+    test_idx: Sequence[int] | np.ndarray = (),
 ) -> go.Figure:
-    """The 2D embedding shaded by distance to the nearest labelled case.
+    """The 2D embedding coloured by DIV, the distance to the nearest labelled case (METHOD.md §1).
+
+    DIV only: DKD's other factor, KG, is not in this figure. One sequential scale
+    (`SEQUENTIAL_SCALE`, 0 = a labelled case, up to the largest distance) with a titled colour bar.
 
     Args:
         coords: (N, 2) from `embed_2d`.
-        distance: (N,) from `distance_to_labelled` (NaN: nothing labelled yet, drawn grey).
+        distance: (N,) from `distance_to_labelled`: all finite, or all NaN (no labelled case yet:
+            drawn grey, no colour bar).
         case_ids: N case ids; `customdata[0]` of each point, for opening it in the viewer.
         labelled_idx: rows drawn as labelled markers on top.
         proposed_idx: rows drawn as proposed markers on top.
+        test_idx: rows of test cases (display only): drawn faint, in a trace under the others.
 
     Returns:
-        The figure: bright = far from every labelled case (not covered).
+        The figure: yellow = far from every labelled case (not covered), dark purple = close to one.
 
     Raises:
-        ValueError: if the lengths of `coords`, `distance` and `case_ids` differ.
+        ValueError: if the lengths of `coords`, `distance` and `case_ids` differ, `distance` is
+            partly NaN, or an index is out of range.
     """
     coords = np.asarray(coords, dtype=np.float64)
     distance = np.asarray(distance, dtype=np.float64)
     ids = np.asarray(case_ids, dtype=object)
     if not (coords.shape == (len(ids), 2) and distance.shape == (len(ids),)):
         raise ValueError(f"coverage_figure: coords {coords.shape}, distance {distance.shape}, {len(ids)} ids disagree")
-    fig = go.Figure()
+    test = np.zeros(len(ids), dtype=bool)
+    test[_check_indices(test_idx, len(ids), "test")] = True
     known = np.isfinite(distance)
-    fig.add_trace(
-        go.Scatter(
-            x=coords[:, 0],
-            y=coords[:, 1],
-            mode="markers",
-            name="distance to nearest labelled",
-            marker={
-                "size": 11,
-                "color": np.where(known, distance, 0.0) if known.any() else "#bdbdbd",
-                "colorscale": "Magma",
-                "cmin": 0.0,
-                "cmax": float(distance[known].max()) if known.any() else 1.0,
-                "colorbar": {"title": {"text": "1 − cos to nearest labelled"}} if known.any() else None,
-                "showscale": bool(known.any()),
-            },
-            customdata=np.stack([ids, np.round(distance, 4).astype(object)], axis=1),
-            hovertemplate="<b>%{customdata[0]}</b><br>distance: %{customdata[1]}<extra></extra>",
+    if known.any() and not known.all():
+        raise ValueError("coverage_figure: distance must be all finite, or all NaN (nothing labelled yet)")
+    fig = go.Figure()
+    for name, rows, faint in (("cases (colour: DIV)", np.flatnonzero(~test), False),
+                              ("test cases", np.flatnonzero(test), True)):
+        if rows.size == 0:
+            continue
+        marker: dict = {"size": 8, "opacity": TEST_OPACITY} if faint else {"size": 11}
+        marker.update({"color": distance[rows], "coloraxis": "coloraxis"} if known.any() else {"color": "#bdbdbd"})
+        fig.add_trace(
+            go.Scatter(
+                x=coords[rows, 0],
+                y=coords[rows, 1],
+                mode="markers",
+                name=name,
+                marker=marker,
+                zorder=STATUS_ZORDER["test" if faint else "pool"],
+                customdata=np.stack([ids[rows], np.round(distance[rows], 4).astype(object)], axis=1),
+                hovertemplate="<b>%{customdata[0]}</b><br>DIV: %{customdata[1]}<extra></extra>",
+            )
         )
-    )
+    if known.any():
+        fig.update_layout(coloraxis={"colorscale": SEQUENTIAL_SCALE, "cmin": 0.0, "cmax": float(distance[known].max()),
+                                     "colorbar": {"title": {"text": DIV_COLOUR_TITLE}}})
     for status, rows in (("labelled", labelled_idx), ("proposed", proposed_idx)):
         rows = _check_indices(rows, len(ids), status)
         if rows.size:
@@ -167,11 +191,12 @@ def coverage_figure(
                         "color": STATUS_COLOURS[status],
                         "line": {"width": 2},
                     },
+                    zorder=STATUS_ZORDER[status],
                     customdata=ids[rows].reshape(-1, 1),
                     hovertemplate=f"<b>%{{customdata[0]}}</b> ({status})<extra></extra>",
                 )
             )
-    title = "DKD coverage" if known.any() else "DKD coverage: no labelled case yet"
+    title = "DIV: distance to the nearest labelled case" if known.any() else "DIV: no labelled case yet"
     fig.update_layout(
         title=title, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 40, "b": 10}, clickmode="event+select"
     )

@@ -12,6 +12,10 @@ from plotly.subplots import make_subplots
 from assft_core.viz.embedding import CATEGORICAL_PALETTE
 
 _REFERENCE_DASH = {"ceiling": "dash", "floor": "dot"}
+# Legend titles: the benchmark's strategies and the open project's own rounds, never confused.
+BENCHMARK_LEGEND = "benchmark (demo corpus)"
+PROJECT_LEGEND = "this project"
+PROJECT_COLOUR = "#111111"
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -19,19 +23,25 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None = None) -> go.Figure:
+def learning_curve_figure(
+    summary: pd.DataFrame, references: pd.DataFrame | None = None, project: pd.DataFrame | None = None
+) -> go.Figure:
     """Labelled-case count against test mean Dice, mean ± sd band per strategy, one panel per pool.
 
     Args:
         summary: `assft_core.bench.schema.summarise` output (pool, strategy, labelled_count,
-            n_seeds, dice_mean, dice_sd, ...).
+            n_seeds, dice_mean, dice_sd, ...); may be empty when only `project` is drawn.
         references: optional `summarise_references` output; ceiling and floor drawn as
             horizontal lines in their pool's panel.
+        project: optional learning curve of the open project (model, labelled_count, dice_mean:
+            one row per evaluated model, f_0 at 0 labelled), drawn as a thick dark line in every
+            panel, under its own legend title `PROJECT_LEGEND` (the strategies: `BENCHMARK_LEGEND`).
 
     Returns:
         The figure; a strategy keeps its colour in every panel, and one legend entry toggles it
         everywhere. One panel per pool with runs, in the order balanced, unbalanced (METHOD.md §5:
-        report both); a pool with references only (a benchmark cut short) is named in the title.
+        report both); a pool with references only (a benchmark cut short) is named in the title;
+        a single untitled panel when there is no benchmark run.
 
     Raises:
         ValueError: if a required column is missing.
@@ -39,6 +49,9 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
     needed = {"pool", "strategy", "labelled_count", "n_seeds", "dice_mean", "dice_sd"}
     if not needed <= set(summary.columns):
         raise ValueError(f"learning_curve_figure: summary lacks columns {sorted(needed - set(summary.columns))}")
+    project_needed = {"model", "labelled_count", "dice_mean"}
+    if project is not None and not project_needed <= set(project.columns):
+        raise ValueError(f"learning_curve_figure: project lacks columns {sorted(project_needed - set(project.columns))}")
     referenced = set(references["pool"]) if references is not None else set()
     pools = sorted(set(summary["pool"])) or sorted(referenced)
     fig = make_subplots(rows=1, cols=max(len(pools), 1), shared_yaxes=True, subplot_titles=[f"{p} pool" for p in pools])
@@ -75,6 +88,7 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                     mode="lines+markers",
                     name=strategy,
                     line={"color": colour},
+                    legend="legend",
                     legendgroup=strategy,
                     showlegend=strategy not in in_legend,
                     customdata=np.stack([part["dice_sd"].to_numpy(dtype=float), part["n_seeds"].to_numpy()], axis=1),
@@ -94,16 +108,46 @@ def learning_curve_figure(summary: pd.DataFrame, references: pd.DataFrame | None
                     row=1,
                     col=col,
                 )
+    if project is not None and not project.empty:
+        for col in range(1, max(len(pools), 1) + 1):
+            _add_project_curve(fig, project, col, show_legend=col == 1)
     # Ticks at the measured budgets only: "1.5 labelled cases" means nothing.
-    fig.update_xaxes(title={"text": "labelled cases"}, tickmode="array",
-                     tickvals=sorted({int(v) for v in summary["labelled_count"]}))
+    counts = set(summary["labelled_count"]) | (set(project["labelled_count"]) if project is not None else set())
+    fig.update_xaxes(title={"text": "labelled cases"}, tickmode="array", tickvals=sorted({int(v) for v in counts}))
     fig.update_yaxes(title={"text": "test mean Dice"}, col=1)
-    title = "Learning curves (mean ± sd over seeds)"
+    title = "Learning curves (mean ± sd over seeds)" if pools else "Learning curve of this project"
     unrun = sorted(referenced - set(pools))
     if unrun:
         title += f"<br><sup>no runs yet on the {', '.join(unrun)} pool (references only)</sup>"
-    fig.update_layout(title=title, hovermode="closest")
+    fig.update_layout(
+        title=title,
+        hovermode="closest",
+        legend={"title": {"text": BENCHMARK_LEGEND}, "y": 1.0, "yanchor": "top"},
+        legend2={"title": {"text": PROJECT_LEGEND}, "y": 0.0, "yanchor": "bottom"},
+    )
     return fig
+
+
+def _add_project_curve(fig: go.Figure, project: pd.DataFrame, col: int, *, show_legend: bool) -> None:
+    """The open project's mean test Dice per evaluated model, in one panel (legend 2)."""
+    part = project.sort_values("labelled_count", kind="stable")
+    fig.add_trace(
+        go.Scatter(
+            x=part["labelled_count"].to_numpy(dtype=float),
+            y=part["dice_mean"].to_numpy(dtype=float),
+            mode="lines+markers",
+            name="mean test Dice per round",
+            line={"color": PROJECT_COLOUR, "width": 4},
+            marker={"symbol": "diamond", "size": 11},
+            legend="legend2",
+            legendgroup=PROJECT_LEGEND,
+            showlegend=show_legend,
+            customdata=part["model"].to_numpy(dtype=object),
+            hovertemplate=f"{PROJECT_LEGEND}, %{{customdata}}<br>%{{x}} labelled: %{{y:.3f}}<extra></extra>",
+        ),
+        row=1,
+        col=col,
+    )
 
 
 def round_history_figure(

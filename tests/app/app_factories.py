@@ -17,10 +17,12 @@ import numpy as np
 from assft_core.models.card import ModelCard
 from assft_core.query.table import Availability, CaseScores, ScoreTable
 from assft_core.session import rounds
+from assft_core.session.evaluation import baseline_path
 from assft_core.session.labels import label_with_oracle
 from assft_core.session.project import Project
 from assft_core.session.query import propose_round
 from assft_core.session.rounds import RoundState
+from assft_core.session.workspace import base_model
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 PAGE_TIMEOUT_S = 60  # first page run imports torch (query metrics): slow on a busy 2-core machine
@@ -100,6 +102,15 @@ def store_scores(project: Project, availability: Availability | None = None) -> 
 
 EVAL_METRICS = {"overall": {"mean_dice": 0.6}, "per_site": {"A": {"mean_dice": 0.7}, "B": {"mean_dice": 0.5}},
                 "mean_dice": 0.6, "labelled": 2, "evaluated_on": "test"}
+
+
+def store_baseline(project: Project, mean: float, sites: dict[str, float]) -> None:
+    """f_0's stored test evaluation, as `evaluate_baseline` would write it."""
+    baseline = {"overall": {"mean_dice": mean}, "per_site": {s: {"mean_dice": v} for s, v in sites.items()},
+                "evaluated_on": "test"}
+    path = baseline_path(project, base_model(project))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline))
 
 
 def drive_oracle_round(project: Project, until: RoundState) -> list[str]:

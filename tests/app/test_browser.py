@@ -238,15 +238,18 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
 
             _goto(page, f"{url}/embedding", "Embedding")
             chart = page.locator("[data-testid='stPlotlyChart']").first
-            chart.locator(".scatterlayer .point").first.wait_for(timeout=JOB_S * 1000)
+            chart.locator(".trace.scatter .point").first.wait_for(timeout=JOB_S * 1000)
             marks["embedding (UMAP)"] = time.monotonic()
             _no_exception(page)
             shots.take("embedding")
-            # The first trace holds the labelled cases (status order); click its first marker where
-            # plotly draws it (plotly takes clicks on its drag layer by position): the Viewer opens it.
+            # The first trace holds the labelled cases (status order), drawn on top (its own z-layer,
+            # so found by trace index, not DOM order); click its first marker where plotly draws it
+            # (plotly takes clicks on its drag layer by position): the Viewer opens it.
             clicked = chart.locator(".js-plotly-plot").evaluate("plot => plot.data[0].customdata[0][0]")
             assert clicked in picks
-            box = chart.locator(".scatterlayer .trace").first.locator(".point").first.bounding_box()
+            layer = chart.locator(".js-plotly-plot").evaluate(
+                "plot => Array.from(plot.querySelectorAll('.trace.scatter')).findIndex(t => t.__data__[0].trace.index === 0)")
+            box = chart.locator(".trace.scatter").nth(layer).locator(".point").first.bounding_box()
             assert box is not None
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.get_by_role("heading", name="Viewer", exact=True).wait_for(timeout=60_000)
@@ -293,7 +296,7 @@ def test_one_round_through_the_browser(server: tuple[str, Path], tmp_path: Path)
             # Back on the Embedding page the old click is gone: the page stays (no bounce to the Viewer).
             page.get_by_role("link", name="Embedding").click()
             page.get_by_role("heading", name="Embedding", exact=True).wait_for(timeout=60_000)
-            chart.locator(".scatterlayer .point").first.wait_for(timeout=60_000)
+            chart.locator(".trace.scatter .point").first.wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
             assert page.get_by_role("heading", name="Embedding", exact=True).is_visible()
         finally:

@@ -1,5 +1,5 @@
-"""Embedding page: statuses and colours from the store, DKD coverage checked by hand, and a chosen
-case opened in the Viewer."""
+"""Embedding page: statuses and colours from the store, test cases off by default and faint when
+shown, the DIV coverage checked by hand, and a chosen case opened in the Viewer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from app_factories import PAGE_TIMEOUT_S, ROOT
 from scored_maps import chart_specs, plotly_array, store_scores_with_maps
 from streamlit.testing.v1 import AppTest
 
-from app.case_views import NO_SCORES, selected_case
+from app.case_views import NO_SCORES, SCORE_LABELS, selected_case
 from app.ui import NO_PROJECT
 from assft_core.session import rounds
 from assft_core.session.query import propose_round
+from assft_core.viz.coverage import DIV_COLOUR_TITLE
 
 IDS = [c for c, _, _ in CASES]
 SITES = {c: s for c, s, _ in CASES}
@@ -49,14 +50,42 @@ def test_statuses_come_from_the_store_and_colour_choices_work(run_page, oracle_p
     assert not at.exception, at.exception
     traces = _ids_by_trace(chart_specs(at)["embedding-map"])
     pool = [c for c in IDS[:4] if c not in picks]
-    assert traces == {"proposed": picks, "pool": pool, "test": ["t0", "t1"]}
+    assert traces == {"proposed": picks, "pool": pool}  # test cases off by default
+    assert "2 test case(s) hidden" in " ".join(c.value for c in at.caption)
+    at.toggle(key="embedding-test").set_value(True).run()
+    assert _ids_by_trace(chart_specs(at)["embedding-map"]) == {"proposed": picks, "pool": pool, "test": ["t0", "t1"]}
     at.selectbox(key="embedding-colour").set_value("site").run()
-    assert _ids_by_trace(chart_specs(at)["embedding-map"]) == {"A": ["p0", "p1", "t0"], "B": ["p2", "p3", "t1"]}
+    assert _ids_by_trace(chart_specs(at)["embedding-map"]) == {
+        "A": ["p0", "p1"], "A (test)": ["t0"], "B": ["p2", "p3"], "B (test)": ["t1"]}
     at.selectbox(key="embedding-colour").set_value("asd").run()
     spec = chart_specs(at)["embedding-map"]
-    assert spec["layout"]["coloraxis"]["colorbar"]["title"]["text"] == "asd"
+    assert spec["layout"]["coloraxis"]["colorbar"]["title"]["text"] == SCORE_LABELS["asd"]
     at.toggle(key="embedding-test").set_value(False).run()
     assert "test" not in _ids_by_trace(chart_specs(at)["embedding-map"])
+
+
+def test_shown_test_cases_are_faint_under_the_pool_on_both_maps(run_page, oracle_project) -> None:
+    store_scores_with_maps(oracle_project)
+    propose_round(oracle_project, "assft", 2)
+    rounds.approve(oracle_project)
+    from assft_core.session.labels import label_with_oracle
+
+    label_with_oracle(oracle_project)
+    at = run_page("embedding", oracle_project.folder)
+    at.toggle(key="embedding-test").set_value(True).run()
+    assert not at.exception, at.exception
+    specs = chart_specs(at)
+    for key in ("embedding-map", "coverage-map"):
+        traces = [t for t in specs[key]["data"] if "customdata" in t]
+        test = [t for t in traces if {str(row[0]) for row in t["customdata"]} == {"t0", "t1"}]
+        assert len(test) == 1, key  # the test cases in a trace of their own
+        others = [t for t in traces if t is not test[0]]
+        assert test[0]["marker"]["opacity"] < 1 and all("opacity" not in t["marker"] for t in others)
+        assert test[0].get("zorder", 0) < min(t.get("zorder", 0) for t in others)
+    coverage = specs["coverage-map"]["layout"]
+    assert coverage["coloraxis"]["colorbar"]["title"]["text"] == DIV_COLOUR_TITLE  # what the colour is, exactly
+    assert coverage["title"]["text"].startswith("DIV")
+    assert "DKD's diversity term only" in " ".join(c.value for c in at.caption)
 
 
 def test_coverage_curve_and_site_shares_match_a_hand_computation(run_page, oracle_project) -> None:

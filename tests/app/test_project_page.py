@@ -9,28 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_factories import AFFINE, drive_oracle_round, make_dataset, make_model_dir, store_scores, write_nifti
+from app_factories import (
+    AFFINE,
+    drive_oracle_round,
+    make_dataset,
+    make_model_dir,
+    store_baseline,
+    store_scores,
+    write_nifti,
+)
 
 from assft_core.config import ProjectConfig
 from assft_core.query.table import Availability
 from assft_core.session import jobs
-from assft_core.session.evaluation import baseline_path
 from assft_core.session.project import create_project
-from assft_core.session.workspace import base_model
 from assft_core.session.rounds import RoundState
 
 
 def _metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
-
-
-def _store_baseline(project, mean: float, sites: dict[str, float]) -> None:
-    """f_0's stored test evaluation, as `evaluate_baseline` would write it."""
-    baseline = {"overall": {"mean_dice": mean}, "per_site": {s: {"mean_dice": v} for s, v in sites.items()},
-                "evaluated_on": "test"}
-    path = baseline_path(project, base_model(project))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(baseline))
 
 
 def column_formats(dataframe) -> dict[str, str]:
@@ -83,7 +80,7 @@ def test_model_card_and_source_knowledge_in_plain_words(run_page, oracle_project
 
 def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, oracle_project) -> None:
     drive_oracle_round(oracle_project, RoundState.EVALUATED)
-    _store_baseline(oracle_project, 0.3, {"A": 0.2, "B": 0.4})
+    store_baseline(oracle_project, 0.3, {"A": 0.2, "B": 0.4})
     at = run_page("project", oracle_project.folder)
     assert not at.exception
     (chart,) = at.get("plotly_chart")
@@ -111,7 +108,7 @@ def test_round_history_shows_f0_then_each_round_mean_and_per_site(run_page, orac
 
 def test_a_site_that_got_worse_is_said_in_plain_words(run_page, oracle_project) -> None:
     drive_oracle_round(oracle_project, RoundState.EVALUATED)  # f_1: A 0.7, B 0.5
-    _store_baseline(oracle_project, 0.55, {"A": 0.5, "B": 0.6})
+    store_baseline(oracle_project, 0.55, {"A": 0.5, "B": 0.6})
     at = run_page("project", oracle_project.folder)
     assert not at.exception
     warnings = [w.value for w in at.warning]

@@ -1,17 +1,20 @@
-"""DKD coverage: distances to the nearest labelled case, the pick-by-pick curve, site shares."""
+"""Coverage by DIV: distances to the nearest labelled case, the pick-by-pick curve, site shares."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from plotly.colors import get_colorscale
 
 from assft_core.viz.coverage import (
+    DIV_COLOUR_TITLE,
     coverage_curve,
     coverage_curve_figure,
     coverage_figure,
     distance_to_labelled,
     site_coverage_figure,
 )
+from assft_core.viz.embedding import SEQUENTIAL_SCALE, TEST_OPACITY
 
 # Unit vectors at known angles: 1 − cos(angle difference) is computed by hand below.
 ANGLES_DEG = np.array([0.0, 60.0, 90.0, 180.0, 270.0])
@@ -67,13 +70,32 @@ def test_coverage_figures() -> None:
     np.testing.assert_allclose(fig.data[0].marker.color, d)
     assert [t.name for t in fig.data[1:]] == ["labelled", "proposed"]
     assert fig.data[2].customdata[0][0] == "c3"
+    assert fig.layout.coloraxis.colorbar.title.text == DIV_COLOUR_TITLE  # says exactly what the colour is
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 2.0)
+    assert [c for _, c in fig.layout.coloraxis.colorscale] == [c for _, c in get_colorscale(SEQUENTIAL_SCALE)]
+    assert fig.layout.title.text.startswith("DIV")
     empty = coverage_figure(np.asarray(Z), distance_to_labelled(Z, []), ids)
     assert "no labelled case yet" in empty.layout.title.text
+    assert empty.data[0].marker.color == "#bdbdbd" and empty.layout.coloraxis.colorbar.title.text is None
+    with pytest.raises(ValueError, match="all finite, or all NaN"):
+        coverage_figure(np.asarray(Z), np.array([0.0, np.nan, 1.0, 1.0, 1.0]), ids)
     curve = coverage_curve(Z, [1, 2, 3, 4], [3, 2], labelled_idx=[0])
     curve_fig = coverage_curve_figure(curve, pick_ids=["c3", "c2"])
     np.testing.assert_allclose(curve_fig.data[0].y, curve["mean"])
     with pytest.raises(ValueError, match="1 pick ids for 2 picks"):
         coverage_curve_figure(curve, pick_ids=["c3"])
+
+
+def test_test_cases_are_faint_under_the_pool_on_the_coverage_map() -> None:
+    d = distance_to_labelled(Z, [0])
+    fig = coverage_figure(np.asarray(Z), d, [f"c{i}" for i in range(5)], labelled_idx=[0], test_idx=[2, 4])
+    cases, test, labelled = fig.data
+    assert [row[0] for row in cases.customdata] == ["c0", "c1", "c3"]
+    assert [row[0] for row in test.customdata] == ["c2", "c4"]
+    np.testing.assert_allclose(test.marker.color, d[[2, 4]])  # same scale, same colour axis
+    assert test.marker.coloraxis == cases.marker.coloraxis == "coloraxis"
+    assert test.marker.opacity == TEST_OPACITY and cases.marker.opacity is None
+    assert test.zorder < cases.zorder < labelled.zorder
 
 
 def test_site_coverage_shares_by_hand() -> None:

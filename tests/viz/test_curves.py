@@ -1,14 +1,21 @@
-"""Learning curves over the benchmark fixture, round history, loss curves."""
+"""Learning curves over the benchmark fixture (with a project's own curve), round history, loss curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from assft_core.bench.schema import load_results, summarise, summarise_references
-from assft_core.viz.curves import learning_curve_figure, loss_curve_figure, round_history_figure
+from assft_core.viz.curves import (
+    BENCHMARK_LEGEND,
+    PROJECT_LEGEND,
+    learning_curve_figure,
+    loss_curve_figure,
+    round_history_figure,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bench_result.json"
 
@@ -44,6 +51,35 @@ def test_a_pool_with_references_only_gets_no_empty_panel_and_the_legend_survives
     assert sorted(t.name for t in fig.data if t.mode == "lines+markers" and t.showlegend) == [
         "assft", "coreset", "random"]
     assert "no runs yet on the balanced pool" in fig.layout.title.text
+
+
+PROJECT = pd.DataFrame({"model": ["f_1", "f_0"], "labelled_count": [3, 0], "dice_mean": [0.62, 0.41]})
+
+
+def test_the_projects_curve_is_in_every_panel_under_its_own_legend() -> None:
+    result = load_results(FIXTURE)
+    summary, refs = summarise(result), summarise_references(result)
+    fig = learning_curve_figure(summary, refs, PROJECT)
+    project = [t for t in fig.data if t.legend == "legend2"]
+    assert [t.xaxis for t in project] == ["x", "x2"]  # one per pool panel
+    assert [t.showlegend for t in project] == [True, False]  # one legend entry toggles both
+    np.testing.assert_allclose(project[0].x, [0, 3])  # sorted by labelled count: f_0 at 0
+    np.testing.assert_allclose(project[0].y, [0.41, 0.62])
+    assert list(project[0].customdata) == ["f_0", "f_1"]
+    assert all(t.legend == "legend" for t in fig.data if t.mode == "lines+markers" and t not in project)
+    assert (fig.layout.legend.title.text, fig.layout.legend2.title.text) == (BENCHMARK_LEGEND, PROJECT_LEGEND)
+    assert list(fig.layout.xaxis.tickvals) == sorted(set(summary.labelled_count) | {0, 3})
+    with pytest.raises(ValueError, match="project lacks columns"):
+        learning_curve_figure(summary, refs, PROJECT.drop(columns="model"))
+
+
+def test_the_projects_curve_alone_without_a_benchmark() -> None:
+    empty = summarise([])
+    fig = learning_curve_figure(empty, None, PROJECT)
+    (trace,) = fig.data
+    assert trace.legend == "legend2" and trace.xaxis == "x"
+    assert fig.layout.title.text == "Learning curve of this project"
+    assert list(fig.layout.xaxis.tickvals) == [0, 3]
 
 
 def test_round_history_flags_sites_that_got_worse() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from plotly.colors import get_colorscale
 import pytest
 
 from assft_core.viz import embedding
-from assft_core.viz.embedding import STATUS_COLOURS, embed_2d, embedding_figure
+from assft_core.viz.embedding import SEQUENTIAL_SCALE, STATUS_COLOURS, embed_2d, embedding_figure, expected_fit_seconds
 
 
 def _pairwise(a: np.ndarray) -> np.ndarray:
@@ -86,6 +88,30 @@ def test_corrupt_cache_is_recomputed(tmp_path: Path) -> None:
     assert np.load(cache_file).shape == (5, 2)
 
 
+def test_expected_fit_time_from_recorded_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    z = np.random.default_rng(0).normal(size=(40, 4))
+    monkeypatch.setattr(embedding, "_umap_fitted_in_process", False)
+    # Nothing recorded: the defaults, the first fit of the process paying the import and compilation.
+    first = embedding.DEFAULT_FIRST_FIT_S + 40 * embedding.DEFAULT_PER_CASE_S
+    assert expected_fit_seconds(z, cache_dir=tmp_path) == pytest.approx(first)
+    assert expected_fit_seconds(z[:5], cache_dir=tmp_path) == 0.0  # PCA
+    # The fit itself (faked) records its wall time as this folder's first fit, then caches the map.
+    monkeypatch.setattr(embedding, "_fit_umap", lambda z, random_state: np.zeros((len(z), 2)))
+    embed_2d(z, cache_dir=tmp_path)
+    recorded = json.loads((tmp_path / embedding.FIT_TIMES_FILE).read_text())
+    assert recorded["first"]["n"] == 40 and recorded["first"]["seconds"] >= 0 and "later" not in recorded
+    assert embedding._umap_fitted_in_process
+    assert expected_fit_seconds(z, cache_dir=tmp_path) == 0.0  # cached
+    # Recorded times: 0.01 s per case from the later fit; the first fit's overhead = 12 − 0.01 × 200.
+    (tmp_path / embedding.FIT_TIMES_FILE).write_text(
+        json.dumps({"first": {"n": 200, "seconds": 12.0}, "later": {"n": 100, "seconds": 1.0}}))
+    assert expected_fit_seconds(z + 1.0, cache_dir=tmp_path) == pytest.approx(0.4)  # a new z, process warm
+    monkeypatch.setattr(embedding, "_umap_fitted_in_process", False)
+    assert expected_fit_seconds(z + 1.0, cache_dir=tmp_path) == pytest.approx(10.0 + 0.4)
+    (tmp_path / embedding.FIT_TIMES_FILE).write_text("{broken")  # an unreadable record: the defaults
+    assert expected_fit_seconds(z + 1.0, cache_dir=tmp_path) == pytest.approx(first)
+
+
 def _table() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -114,11 +140,32 @@ def test_score_colouring_uses_values_and_colour_bar() -> None:
     values = {row[0]: c for t in fig.data for row, c in zip(t.customdata, t.marker.color)}
     assert values == {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4, "e": 0.5}
     assert fig.layout.coloraxis.colorbar.title.text == "KG"
+    titled = embedding_figure(np.zeros((5, 2)), _table(), "KG", colour_title="KG (knowledge gap)")
+    assert titled.layout.coloraxis.colorbar.title.text == "KG (knowledge gap)"
+    assert "colour: KG (knowledge gap)" in titled.layout.title.text
+    # The one sequential scale of every score map (the DIV coverage map's too).
+    assert [c for _, c in titled.layout.coloraxis.colorscale] == [c for _, c in get_colorscale(SEQUENTIAL_SCALE)]
+
+
+@pytest.mark.parametrize("colour", ["status", "site", "KG"])
+def test_test_cases_are_faint_and_drawn_under_the_pool(colour: str) -> None:
+    fig = embedding_figure(np.zeros((5, 2)), _table(), colour)
+    test = [t for t in fig.data if [row[0] for row in t.customdata] == ["e"]]
+    assert len(test) == 1  # the test case has a trace of its own, whatever the colour
+    (test,) = test
+    others = [t for t in fig.data if t is not test]
+    assert test.marker.opacity == embedding.TEST_OPACITY
+    assert all(t.marker.opacity is None for t in others)
+    assert test.zorder < min(t.zorder for t in others)
+    top = next(t for t in others if "a" in [row[0] for row in t.customdata])
+    assert top.zorder == max(t.zorder for t in fig.data)  # the labelled case lies on top
+    if colour == "site":  # one legend entry per site: the test part toggles with its site
+        assert (test.name, test.legendgroup, test.showlegend) == ("S1 (test)", "S1", False)
 
 
 def test_site_colouring_and_errors() -> None:
     fig = embedding_figure(np.zeros((5, 2)), _table(), "site")
-    assert sorted(t.name for t in fig.data) == ["S1", "S2"]
+    assert sorted(t.name for t in fig.data if t.showlegend) == ["S1", "S2"]
     with pytest.raises(ValueError, match="no column 'ASD'"):
         embedding_figure(np.zeros((5, 2)), _table(), "ASD")
     with pytest.raises(ValueError, match=r"\(4, 2\)"):
