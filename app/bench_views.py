@@ -22,6 +22,7 @@ from assft_core.bench.schema import BenchmarkResult, load_results
 from assft_core.errors import DataError
 from assft_core.session.evaluation import ON_TEST
 from assft_core.session.paths import sanitize_filename
+from assft_core.session.workspace import model_name, model_symbol
 
 ROOT = Path(__file__).resolve().parent.parent
 # Folders searched for result files, besides a project's `artifacts/benchmarks/`.
@@ -122,9 +123,9 @@ class ProjectCurve:
     """The open project's learning curve (ASSFT, METHOD.md §5), as the Compare page draws it.
 
     Attributes:
-        points: columns `PROJECT_CURVE_COLUMNS`: model ("f_0", "f_1", ...), pool cases labelled
+        points: columns `PROJECT_CURVE_COLUMNS`: model ("f₀", "f₁", ... `model_symbol`), pool cases labelled
             when it was evaluated (0 for f_0), its mean foreground test Dice; in model order.
-        left_out: models evaluated without a labelled test split (the biased fallback, not a
+        left_out: names (`model_name`) of models evaluated without a labelled test split (the biased fallback, not a
             test-set result, so not on the curve).
     """
 
@@ -145,9 +146,9 @@ def project_curve(history: Sequence[HistoryPoint]) -> ProjectCurve:
     """
     on_test = [p for p in history if p.evaluated_on == ON_TEST]
     rows = [
-        {"model": f"f_{p.model_round}", "labelled_count": p.labelled, "dice_mean": p.mean_dice}
+        {"model": model_symbol(p.model_round), "labelled_count": p.labelled, "dice_mean": p.mean_dice}
         for p in sorted(on_test, key=lambda p: p.model_round)
         if p.mean_dice is not None and p.labelled is not None
     ]
-    left_out = [f"f_{p.model_round}" for p in history if p.evaluated_on != ON_TEST]
+    left_out = [model_name(p.model_round) for p in history if p.evaluated_on != ON_TEST]
     return ProjectCurve(pd.DataFrame(rows, columns=PROJECT_CURVE_COLUMNS), left_out)

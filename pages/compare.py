@@ -19,12 +19,13 @@ import streamlit as st
 from app.bench_views import PROJECT_RESULTS, REPO_RESULTS, ProjectCurve, budget_table, load_upload, project_curve, result_files
 from app.presenters import round_history
 from app.safety import project_allowed
-from app.ui import PROJECT_ENV, PROJECT_KEY, guard, project_arg
+from app.ui import PROJECT_ENV, PROJECT_KEY, guard, project_arg, words_used_here
 from assft_core.bench.schema import POOLS, BenchmarkResult, load_results, summarise, summarise_references
 from assft_core.errors import AssftError
 from assft_core.session.evaluation import baseline_metrics
 from assft_core.session.project import Project, open_project
 from assft_core.session.rounds import list_rounds
+from assft_core.session.workspace import model_name, model_symbol
 from assft_core.viz.curves import BENCHMARK_LEGEND, PROJECT_LEGEND, learning_curve_figure
 
 
@@ -99,15 +100,15 @@ def project_caption(curve: ProjectCurve | None) -> None:
     if curve is None:
         return
     if curve.points.empty:
-        st.caption(f"**{PROJECT_LEGEND.capitalize()}**: no model evaluated on the test set yet; evaluate f_0 on "
+        st.caption(f"**{PROJECT_LEGEND.capitalize()}**: no model evaluated on the test set yet; evaluate the {model_name(0)} on "
                    "the **Project** page and finish a round to draw its learning curve here.")
     else:
         st.caption(
             f"**{PROJECT_LEGEND.capitalize()}** (thick dark line, in every panel): mean test Dice of "
             + ", ".join(f"{r.model} ({r.labelled_count} labelled)" for r in curve.points.itertuples())
             + f". Its pool is not the benchmark's: read it beside the **{BENCHMARK_LEGEND}** curves, not against them."
-            + ("" if "f_0" in set(curve.points["model"]) else
-               " Evaluate f_0 on the **Project** page to start the curve at 0 labelled.")
+            + ("" if model_symbol(0) in set(curve.points["model"]) else
+               f" Evaluate the {model_name(0)} on the **Project** page to start the curve at 0 labelled.")
         )
     if curve.left_out:
         st.caption(f"Not on the curve: {', '.join(curve.left_out)}, evaluated without a labelled test set "
@@ -116,10 +117,11 @@ def project_caption(curve: ProjectCurve | None) -> None:
 
 st.title("Compare")
 st.caption(
-    "Strategies at equal budgets, mean ± sd over seeds, on a balanced and an unbalanced pool (METHOD.md §5), "
+    "Strategies at equal budgets, mean ± sd over seeds, on a balanced and an unbalanced pool, "
     "and this project's own rounds beside them. On a balanced pool random sampling already covers the sites, "
     "so a tie with random is the honest expectation."
 )
+words_used_here()
 project = open_folder_project()
 curve = this_project(project)
 results = chosen_results(project)
@@ -145,7 +147,8 @@ if summary.empty:
 pools = [p for p in POOLS if p in set(summary["pool"])]
 missing = [p for p in POOLS if p not in pools]
 if missing:
-    st.warning(f"No results for the {' and '.join(missing)} pool: report both pools (METHOD.md §5).")
+    st.warning(f"No results for the {' and '.join(missing)} pool: a strategy is judged on both pools, since "
+               "random sampling already covers the sites of a balanced one.")
 for pool, tab in zip(pools, st.tabs([f"{p} pool" for p in pools])):
     with tab:
         st.caption("Test mean Dice: mean ± sample sd over seeds (number of seeds), by labelled-case count.")

@@ -13,6 +13,7 @@ from app.presenters import format_seconds
 from app.ui import guard, require_project, round_banner
 from assft_core.query.table import NO_EMBEDDING
 from assft_core.session.project import Project
+from assft_core.session.workspace import model_name
 from assft_core.session.views import (
     ScoredRound,
     case_table,
@@ -52,7 +53,8 @@ def map_section(frame: pd.DataFrame, coords: np.ndarray, scored: ScoredRound) ->
     method = "UMAP (cosine)" if len(frame) >= MIN_CASES_FOR_UMAP else f"PCA (fewer than {MIN_CASES_FOR_UMAP} cases)"
     hidden = int((~keep).sum())
     st.caption(
-        f"{len(frame)} cases, embeddings z of f_0 from round {scored.info.idx}'s scoring pass; 2D map by {method}"
+        f"{len(frame)} cases, embeddings z from round {scored.info.idx}'s scoring pass (the "
+        f"{model_name(scored.info.idx)}); 2D map by {method}"
         + (f"; {hidden} test case(s) hidden (switch them on above)" if hidden else "")
         + ". Distances on the map are approximate: DIV below is computed on z itself. "
         "Click a case to open it in the Viewer."
@@ -75,7 +77,7 @@ def coverage_section(project: Project, frame: pd.DataFrame, coords: np.ndarray, 
     picks = live_picks(project, scored.info.idx)
     rows = coverage_rows(frame, picks)
     st.caption(
-        "Colour: DIV(x) = min over labelled cases l of 1 − cos(z(x), z(l)) (METHOD.md §1), from dark purple "
+        "Colour: DIV(x) = min over labelled cases l of 1 − cos(z(x), z(l)), from dark purple "
         "(0: a labelled case or one just like it) to yellow (far from every labelled case: a kind of scan no "
         "expert has labelled yet). This is DKD's diversity term only: DKD = KG × DIV, the Query page's ranking, "
         "also weighs in the knowledge gap (colour the map above by KG to see it). Open markers: labelled and "

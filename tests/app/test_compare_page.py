@@ -114,11 +114,11 @@ def test_this_projects_rounds_are_drawn_beside_the_benchmark(run_page, oracle_pr
     assert not at.exception, at.exception
     trace = _project_trace(at)
     assert (plotly_array(trace["x"]).tolist(), plotly_array(trace["y"]).tolist()) == ([0, 2], [0.3, 0.6])
-    assert list(trace["customdata"]) == ["f_0", "f_1"]
+    assert list(trace["customdata"]) == ["f₀", "f₁"]
     layout = trace["layout"]
     assert (layout["legend"]["title"]["text"], layout["legend2"]["title"]["text"]) == (BENCHMARK_LEGEND, PROJECT_LEGEND)
-    assert any("f_0 (0 labelled), f_1 (2 labelled)" in c.value for c in at.caption)
-    assert not any("Evaluate f_0" in c.value for c in at.caption)
+    assert any("f₀ (0 labelled), f₁ (2 labelled)" in c.value for c in at.caption)
+    assert not any("Evaluate the pre-trained model (f₀)" in c.value for c in at.caption)
     assert [t.label for t in at.tabs] == ["balanced pool", "unbalanced pool"]  # the benchmark's tables stay
 
 
@@ -128,7 +128,7 @@ def test_without_a_benchmark_the_projects_curve_is_still_drawn(run_page, oracle_
     assert not at.exception, at.exception
     assert "No benchmark result chosen" in at.info[0].value
     assert plotly_array(_project_trace(at)["y"]).tolist() == [0.6]
-    assert any("Evaluate f_0 on the **Project** page" in c.value for c in at.caption)
+    assert any("Evaluate the pre-trained model (f₀) on the **Project** page" in c.value for c in at.caption)
     assert not at.tabs and not [e for e in at.expander if e.label.startswith("Where")]
 
 
@@ -141,6 +141,6 @@ def test_project_curve_keeps_test_set_results_only() -> None:
     ]
     curve = bench_views.project_curve(history)
     assert curve.points.to_dict("records") == [
-        {"model": "f_0", "labelled_count": 0, "dice_mean": 0.3}, {"model": "f_1", "labelled_count": 2, "dice_mean": 0.6}]
-    assert curve.left_out == ["f_2"]
+        {"model": "f₀", "labelled_count": 0, "dice_mean": 0.3}, {"model": "f₁", "labelled_count": 2, "dice_mean": 0.6}]
+    assert curve.left_out == ["model fine-tuned in round 1 (f₂)"]
     assert bench_views.project_curve([]).points.empty

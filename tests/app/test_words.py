@@ -140,3 +140,16 @@ def test_the_glossary_defines_every_word_the_pages_use() -> None:
                  "Pseudo-label", "R |", "Retention recipe", "Foreground", "Spacing"):
         assert word in terms + " |", word
     assert all(meaning.endswith(".") and term for term, meaning in GLOSSARY)
+
+
+@pytest.mark.parametrize("page", ["embedding", "compare"])
+def test_embedding_and_compare_use_the_same_words(run_page, oracle_project, monkeypatch, page) -> None:
+    _evaluated_round(oracle_project, monkeypatch)
+    at = run_page(page, oracle_project.folder)
+    assert not at.exception, at.exception
+    assert "Words used here" in [e.label for e in at.expander]
+    text = rendered_text(at)
+    if page == "embedding":  # the map's caption names the model whose embeddings it shows
+        assert model_name(0) in text
+    for what, pattern in FORBIDDEN.items():
+        assert not pattern.search(text), f"{what} on the {page} page: {pattern.search(text).group(0)!r}"
