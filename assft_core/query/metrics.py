@@ -279,7 +279,8 @@ def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
         present = sizes > 0
         class_entropy[present] = (sums / sizes.clamp_min(1))[present]
         asd = float(class_entropy[present].mean())
-        roi_p_max = p_max[box][rois]  # the union of the Ω_k lies inside the box
+        # The union of the Ω_k lies inside the box; a float64 sum over it (no voxel list made).
+        confidence = float(torch.where(rois, p_max[box], 0.0).sum(dtype=torch.float64)) / int(rois.count_nonzero())
         used_fallback = False
     else:
         n_top = max(1, math.ceil(cfg.fallback_top_fraction * ent.numel()))
@@ -288,9 +289,8 @@ def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
         union[top] = True
         union = union.view_as(ent)
         asd = float(ent[union].to(torch.float64).mean())
-        roi_p_max = p_max[union]
+        confidence = float(p_max[union].to(torch.float64).mean())
         used_fallback = True
-    confidence = float(roi_p_max.to(torch.float64).mean())
     return RoiUncertainty(
         asd=asd,
         class_entropy=class_entropy.numpy(),
