@@ -162,7 +162,7 @@ def run_diagnosis(
         AssftError: an unknown pick, or a variant setting the configs reject.
     """
     from assft_core.bench.views import read_benchmark_dataset
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
     from assft_core.models.loaded import load_model
     from assft_core.data.stream import LazyCases
     from assft_core.train.evaluate import EvalCaseStream, evaluate
@@ -196,12 +196,12 @@ def run_diagnosis(
     if not f0_path.is_file():
         atomic_write_json(f0_path, site_means(evaluate(f0.network, test, num_classes=k, cfg=infer_cfg).to_dict()))
     baseline = json.loads(f0_path.read_text(encoding="utf-8"))
-    labelled = [preprocess_case(c, pre_cfg, cache_dir=cache) for c in pool if c.case_id in picks]
+    labelled = [load_case(c, pre_cfg, cache_dir=cache) for c in pool if c.case_id in picks]
     by_id = {c.case_id: c for c in pool}
 
     def reference(case_id: str) -> Any:
         # The oracle's label on the preprocessed grid: only to measure pseudo-label accuracy.
-        return preprocess_case(by_id[case_id], pre_cfg, cache_dir=cache).label
+        return load_case(by_id[case_id], pre_cfg, cache_dir=cache).label
     unlabelled = LazyCases([dataclasses.replace(c, label_path=None) for c in pool if c.case_id not in picks], pre_cfg, cache)
     base_cfg = base_train or TrainConfig()
     for variant in variants:

@@ -7,7 +7,7 @@ kernel reports for that child (`os.wait4` rusage, `ru_maxrss`): the whole proces
 included, so a `baseline` child (imports only) is measured too. Phases:
 
     baseline   import the engine and torch, nothing else (the floor under every other number)
-    preprocess one real-size case, cold cache (`preprocess_case`)
+    preprocess one real-size case, cold cache (`load_case`: written float16)
     metrics    Dice/HD95 of a real-size label against a shifted copy (`score_classes` alone)
     evaluate   one real-size case end to end (`EvalCaseStream` + `evaluate`, warm cache), with a
                1×1×1 convolution that classifies intensities by their nearest structure HU
@@ -179,9 +179,9 @@ def run_phase(spec: dict[str, Any]) -> dict[str, Any]:
         cfg = _ct_preprocess(spec["model_spacing_mm"])
         record = CaseRecord("ct000", (Path(spec["image"]),), Path(spec["label"]), site="synthetic")
         if phase == "preprocess":
-            from assft_core.data.preprocess import preprocess_case
+            from assft_core.data.case_cache import load_case
 
-            case = preprocess_case(record, cfg, cache_dir=work / "cache")
+            case = load_case(record, cfg, cache_dir=work / "cache")
             details["preprocessed_shape"] = list(case.image.shape)
         elif phase == "metrics":
             from assft_core.train.evaluate import score_classes

@@ -62,9 +62,9 @@ class LazyCases(Sequence[PreprocessedCase]):
 
     def load(self, record: CaseRecord) -> PreprocessedCase:
         """Preprocess one case (subclasses may load otherwise)."""
-        from assft_core.data.preprocess import preprocess_case
+        from assft_core.data.case_cache import load_case
 
-        return preprocess_case(record, self.cfg, cache_dir=self.cache_dir)
+        return load_case(record, self.cfg, cache_dir=self.cache_dir)
 
     def _make(self, record: CaseRecord) -> PreprocessedCase:
         if self.before_each is not None:

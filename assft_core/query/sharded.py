@@ -37,7 +37,7 @@ class LazyCases(Generic[T]):
 
     Args:
         items: what identifies each case (e.g. `CaseRecord`s, or `PreprocessedCase`s).
-        load: maps an item to its `PreprocessedCase` (e.g. `preprocess_case` with a cache).
+        load: maps an item to its `PreprocessedCase` (e.g. `case_cache.load_case` with a cache).
     """
 
     def __init__(self, items: Sequence[T], load: Callable[[T], PreprocessedCase]) -> None:

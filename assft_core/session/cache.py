@@ -1,11 +1,12 @@
 """The preprocessing cache on disk: its size, and a least-recently-used limit.
 
-Every preprocessed case is cached as `artifacts/cache/preprocessed/<content hash>.npz` (image
-float32 as computed, lossless; label uint8), so a pool pass reads it instead of resampling the scan
-again. A pool of hundreds of real-size scans makes that folder large (a 512 × 512 × 240 CT at
-1.5 mm is ~50 MB an entry), so a project can set `ProjectConfig.cache_limit_gb`: each entry's
-modification time is set when a pass uses it, and entries used longest ago are deleted until the
-folder fits (the entry just used is kept). A deleted entry costs only time: the next pass that
+Every preprocessed case is cached as `artifacts/cache/preprocessed/<content hash>.f16.npz` (image
+float16, label uint8: `data.case_cache`), so a pool pass reads it instead of resampling the scan
+again; entries of the previous format (`<content hash>.npz`, image float32) count here too and
+are made compact as passes use them. A pool of hundreds of real-size scans makes that folder large
+(a 512 × 512 × 240 CT at 1.5 mm is ~30 MB an entry, 3 bytes a voxel), so a project can set
+`ProjectConfig.cache_limit_gb`: each entry's modification time is set when a pass uses it, and
+entries used longest ago are deleted until the folder fits (the entry just used is kept). A deleted entry costs only time: the next pass that
 needs it preprocesses the scan again.
 """
 
@@ -16,19 +17,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTRY_SUFFIX = ".npz"
+from assft_core.data.case_cache import LEGACY_SUFFIX, entry_path, is_legacy_entry, legacy_entry_path
+
 _GB = 1e9
 
 
-def entry_path(folder: Path, content_hash: str) -> Path:
-    """Where the cache entry of a case with `content_hash` lives."""
-    return Path(folder) / f"{content_hash}{ENTRY_SUFFIX}"
-
-
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """Every entry, compact or of the previous format (both end in `.npz`); temp files start with "."."""
     try:
         with os.scandir(folder) as it:
-            return [e for e in it if e.is_file() and e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")]
+            return [e for e in it if e.is_file() and e.name.endswith(LEGACY_SUFFIX) and not e.name.startswith(".")]
     except FileNotFoundError:
         return []
 
@@ -41,11 +39,14 @@ class CacheUsage:
         entries: cached cases (one entry per content: image files, label and settings).
         total_bytes: their size on disk in bytes.
         limit_bytes: the project's limit in bytes, or None (no limit).
+        legacy_entries: those of them in the previous format (image float32), converted to the
+            compact one (float16) when a pass next uses them.
     """
 
     entries: int
     total_bytes: int
     limit_bytes: int | None
+    legacy_entries: int = 0
 
     @property
     def per_case_bytes(self) -> float | None:
@@ -61,13 +62,19 @@ class CacheUsage:
             if self.limit_bytes is not None
             else "no limit (set one with `assft cache --limit GB`)"
         )
-        return f"preprocessing cache: {self.entries} case(s), {size}{per}; {limit}"
+        old = (
+            f"; {self.legacy_entries} of them in the old float32 format (converted to float16 when next used)"
+            if self.legacy_entries
+            else ""
+        )
+        return f"preprocessing cache: {self.entries} case(s), {size}{per}; {limit}{old}"
 
 
 def cache_usage(folder: Path, limit_bytes: int | None = None) -> CacheUsage:
     """The size of the cache folder `folder` (missing folder: empty)."""
     entries = _entries(Path(folder))
-    return CacheUsage(len(entries), sum(e.stat().st_size for e in entries), limit_bytes)
+    legacy = sum(is_legacy_entry(e.name) for e in entries)
+    return CacheUsage(len(entries), sum(e.stat().st_size for e in entries), limit_bytes, legacy)
 
 
 def touch_entry(folder: Path, content_hash: str) -> None:
@@ -100,7 +107,7 @@ def prune_cache(folder: Path, limit_bytes: int, keep: Iterable[str] = ()) -> lis
     total = sum(st.st_size for _e, st in stats)
     if total <= limit_bytes:
         return []
-    kept = {f"{h}{ENTRY_SUFFIX}" for h in keep}
+    kept = {path(folder, h).name for h in keep for path in (entry_path, legacy_entry_path)}
     removed: list[Path] = []
     for entry, st in sorted(stats, key=lambda es: es[1].st_mtime):
         if total <= limit_bytes:

@@ -97,7 +97,7 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         ModelError, DataError: from loading the model or the cases.
     """
     from assft_core.data.io import load_label
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
     from assft_core.models.loaded import load_model
     from assft_core.train.evaluate import EvalCase, EvalCaseStream, evaluate
 
@@ -119,7 +119,7 @@ def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", rou
         chosen = [(cid, path) for cid, path in picked.items() if cid in pool]
         cases = (
             EvalCase(
-                case=preprocess_case(workspace.case_record(pool[cid]), pre_cfg, cache_dir=cache),
+                case=load_case(workspace.case_record(pool[cid]), pre_cfg, cache_dir=cache),
                 native_label=load_label(path, max_voxels=pre_cfg.max_voxels).array[0],
             )
             for cid, path in chosen

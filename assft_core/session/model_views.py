@@ -128,7 +128,7 @@ def _compute(project: Project, ref: ModelRef, case_id: str, device: str) -> Mode
     """One sliding-window pass of `ref` over the case, preprocessed as the scoring job does."""
     import torch
 
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
     from assft_core.models.inference import predict_probs
     from assft_core.models.loaded import load_model
     from assft_core.query.metrics import voxel_entropy
@@ -140,7 +140,7 @@ def _compute(project: Project, ref: ModelRef, case_id: str, device: str) -> Mode
     if not model.has_head:
         raise StateError(f"the {workspace.tag_name(ref.tag)} has no head for the target classes: it gives no "
                          "prediction to show.")
-    case = preprocess_case(workspace.case_record(info), workspace.preprocess_settings(project),
+    case = load_case(workspace.case_record(info), workspace.preprocess_settings(project),
                            cache_dir=workspace.preprocess_cache(project))
     image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
     probs = predict_probs(model.network, image, workspace.inference_settings(project, model.card, device))

@@ -304,7 +304,7 @@ def _prepare_cases(project: Project, round_idx: int, sink: ProgressSink) -> _Rou
     Raises:
         StateError: no pool case is labelled.
     """
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
 
     pool = list_cases(project, Split.POOL)
     current = labels.current_labels(project)
@@ -315,7 +315,7 @@ def _prepare_cases(project: Project, round_idx: int, sink: ProgressSink) -> _Rou
     cache = workspace.preprocess_cache(project)
     sink.progress(0.0, f"preparing {len(pool)} pool cases", phase="prepare")
     labelled: list[PreprocessedCase] = [
-        preprocess_case(workspace.case_record(c, current[c.case_id].file), pre_cfg, cache_dir=cache)
+        load_case(workspace.case_record(c, current[c.case_id].file), pre_cfg, cache_dir=cache)
         for c in labelled_cases
     ]
     # Streamed: U \ L is read one case at a time by every pass over it (memory flat in the pool size).
@@ -451,7 +451,7 @@ def _oracle_reference(
     None outside oracle mode."""
     if not project.oracle:
         return None
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
 
     with store.reading(project.db) as conn:
         refs = {
@@ -462,6 +462,6 @@ def _oracle_reference(
     def reference(case_id: str) -> np.ndarray | None:
         if case_id not in refs or case_id not in pool:
             return None
-        return preprocess_case(workspace.case_record(pool[case_id], refs[case_id]), pre_cfg, cache_dir=cache).label
+        return load_case(workspace.case_record(pool[case_id], refs[case_id]), pre_cfg, cache_dir=cache).label
 
     return reference

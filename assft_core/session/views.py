@@ -233,9 +233,9 @@ def load_case_view(project: Project, scored: ScoredRound, case_id: str) -> CaseV
         DataError: when the image or label file cannot be read.
     """
     info = _case_info(project, case_id)
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
 
-    pre = preprocess_case(
+    pre = load_case(
         workspace.case_record(info), workspace.preprocess_settings(project), cache_dir=workspace.preprocess_cache(project)
     )
     grid = tuple(int(s) for s in pre.image.shape[1:])

@@ -102,9 +102,9 @@ def run_score_spec(spec_path: str | Path) -> ScoreTable:
 
     Raises:
         SpecError: unreadable spec. DataError / ModelError / DistributedError: as
-        `preprocess_case`, `load_model`, `score_cases` and `init_distributed`.
+        `load_case`, `load_model`, `score_cases` and `init_distributed`.
     """
-    from assft_core.data.preprocess import preprocess_case
+    from assft_core.data.case_cache import load_case
     from assft_core.models.loaded import load_model
 
     spec = read_score_spec(spec_path)
@@ -113,7 +113,7 @@ def run_score_spec(spec_path: str | Path) -> ScoreTable:
     return score_cases_sharded(
         model,
         spec.cases,
-        load_case=lambda record: preprocess_case(record, spec.preprocess, cache_dir=spec.preprocess_cache),
+        load_case=lambda record: load_case(record, spec.preprocess, cache_dir=spec.preprocess_cache),
         model_tag=spec.model_tag,
         cfg=spec.query,
         infer_cfg=dataclasses.replace(spec.inference, device=str(ctx.device)),

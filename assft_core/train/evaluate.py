@@ -21,8 +21,9 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 from torch import nn
 
 from assft_core.config import InferenceConfig, PreprocessConfig
+from assft_core.data.case_cache import load_case
 from assft_core.data.io import load_label, spacing_from_affine
-from assft_core.data.preprocess import invert_label, preprocess_case
+from assft_core.data.preprocess import invert_label
 from assft_core.data.records import CaseRecord, PreprocessedCase
 from assft_core.errors import DataError, ModelError
 from assft_core.models.inference import predict_labels
@@ -54,7 +55,7 @@ def load_eval_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path
     """
     if record.label_path is None:
         raise DataError(f"case {record.case_id} has no label file; evaluation needs one. Fix: add its label.")
-    case = preprocess_case(record, cfg, cache_dir=cache_dir)
+    case = load_case(record, cfg, cache_dir=cache_dir)
     return EvalCase(case=case, native_label=load_label(record.label_path, max_voxels=cfg.max_voxels).array[0])
 
 

@@ -71,7 +71,11 @@ def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRu
     assert model.card.fingerprint["labels"].keys() == set(picked)
     case = m["cases"][0]
     info_case = next(c for c in list_cases(project, Split.TEST) if c.case_id == case["case_id"])
-    ec = load_eval_case(workspace.case_record(info_case, info_case.reference_label), workspace.preprocess_settings(project))
+    # Through the project's cache: the image the stored Dice was computed on (float16-rounded).
+    ec = load_eval_case(
+        workspace.case_record(info_case, info_case.reference_label), workspace.preprocess_settings(project),
+        cache_dir=workspace.preprocess_cache(project),
+    )
     with torch.no_grad():
         pred = predict_native(model.network, ec.case, workspace.inference_settings(project, model.card, "cpu"))
     ref = np.asarray(nib.load(str(info_case.reference_label)).dataobj)

@@ -14,8 +14,10 @@ from assft_core.models.outputs import NormMoments
 from assft_core.models.source_stats import floored_source_var
 from digital_ball import ball_kernel
 from assft_core.query.metrics import (
+    class_rois,
     cosine_distance_to_set,
     dilate_ball,
+    grown_bounding_box,
     gaussian_kl,
     knowledge_gap,
     layer_kl,
@@ -108,6 +110,73 @@ def test_ball_kernel_and_dilation_match_scipy():
         for i in range(2):
             np.testing.assert_array_equal(got[i], ndimage.binary_dilation(masks[i], structure=struct))
     np.testing.assert_array_equal(dilate_ball(torch.from_numpy(masks), 0).numpy(), masks)
+
+
+def test_dilating_bit_planes_dilates_every_bit_alone():
+    rng = np.random.default_rng(1)
+    planes = rng.random((8, 9, 11, 10)) > 0.96
+    bits = torch.from_numpy((planes * (1 << np.arange(8))[:, None, None, None]).sum(0).astype(np.uint8))[None]
+    got = dilate_ball(bits, 2)[0].numpy()
+    assert got.dtype == np.uint8
+    for j in range(8):
+        np.testing.assert_array_equal((got >> j) & 1 == 1, dilate_ball(torch.from_numpy(planes[j])[None], 2)[0].numpy())
+
+
+def test_grown_bounding_box_is_the_box_of_the_true_voxels():
+    mask = torch.zeros(10, 12, 9, dtype=torch.bool)
+    assert grown_bounding_box(mask, 2) is None
+    mask[3, 7, 1] = mask[5, 2, 4] = True
+    assert grown_bounding_box(mask, 0) == (slice(3, 6), slice(2, 8), slice(1, 5))
+    assert grown_bounding_box(mask, 2) == (slice(1, 8), slice(0, 10), slice(0, 7))  # clipped at 0
+
+
+def _reference_roi_uncertainty(probs: torch.Tensor, r: int) -> dict[str, object]:
+    """ASD, class entropies and c as METHOD.md §2 writes them: each Ω_k dilated alone over the
+    whole volume (scipy), means in float64 with numpy; H from `voxel_entropy` (tested above)."""
+    k = probs.shape[0]
+    ent = voxel_entropy(probs).numpy().astype(np.float64)
+    labels = probs.argmax(0).numpy()
+    p_max = probs.max(0).values.numpy().astype(np.float64)
+    struct = ball_kernel(r).numpy() > 0
+    rois = [ndimage.binary_dilation(labels == c, structure=struct) for c in range(1, k)]
+    class_entropy = np.array([ent[m].mean() if m.any() else np.nan for m in rois])
+    union = np.any(rois, axis=0)
+    return {
+        "class_entropy": class_entropy,
+        "asd": float(np.nanmean(class_entropy)),
+        "confidence": float(p_max[union].mean()),
+        "mean_entropy": float(ent.mean()),
+        "fg_fraction": float((labels > 0).mean()),
+        "argmax": labels.astype(np.uint8),
+    }
+
+
+@pytest.mark.parametrize(("k", "shape"), [(3, (14, 12, 10)), (12, (9, 16, 11))])  # 11 classes: two bit planes
+def test_roi_uncertainty_matches_the_per_class_reference(k: int, shape: tuple[int, int, int]):
+    gen = torch.Generator().manual_seed(k)
+    logits = torch.randn((k, *shape), generator=gen) * 3.0
+    logits[0, :, :, : shape[2] // 2] += 6.0  # half the volume background, so the box is a part of it
+    logits[1:, 0, 0, -1] += 30.0  # a structure at the corner: the grown box is clipped there
+    probs = torch.softmax(logits, 0)
+    res = roi_uncertainty(probs, CFG)
+    ref = _reference_roi_uncertainty(probs, CFG.roi_dilation_voxels)
+    assert not res.used_fallback and np.isfinite(res.class_entropy).sum() >= 2
+    np.testing.assert_allclose(res.class_entropy, ref["class_entropy"], rtol=1e-12)
+    for name in ("asd", "confidence", "mean_entropy", "fg_fraction"):
+        assert getattr(res, name) == pytest.approx(ref[name], rel=1e-12), name
+    np.testing.assert_array_equal(res.argmax, ref["argmax"])
+
+
+def test_class_rois_sizes_sums_and_union():
+    labels = torch.zeros(7, 7, 7, dtype=torch.int64)
+    labels[3, 3, 3], labels[3, 3, 4] = 1, 3  # class 2 absent; Ω_1 and Ω_3 overlap
+    values = torch.arange(7**3, dtype=torch.float32).view(7, 7, 7)
+    sizes, sums, union = class_rois(labels, values, 4, 1)
+    struct = ball_kernel(1).numpy() > 0
+    masks = [ndimage.binary_dilation(labels.numpy() == c, structure=struct) for c in (1, 2, 3)]
+    np.testing.assert_array_equal(sizes.numpy(), [m.sum() for m in masks])
+    np.testing.assert_array_equal(sums.numpy(), [values.numpy()[m].astype(np.float64).sum() for m in masks])
+    np.testing.assert_array_equal(union.numpy(), np.any(masks, axis=0))
 
 
 def test_voxel_entropy_bounds():

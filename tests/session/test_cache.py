@@ -16,6 +16,11 @@ from assft_core.session.workspace import CaseStream
 from session_factories import make_dataset, write_nifti
 
 
+def _names(folder: Path) -> list[str]:
+    """The content hashes the cache entries in `folder` are named by."""
+    return sorted(p.name.removesuffix(entry_path(folder, "").name) for p in folder.glob("*.npz"))
+
+
 def _entry(folder: Path, name: str, size: int, mtime: float) -> Path:
     path = entry_path(folder, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +35,8 @@ def test_prune_deletes_least_recently_used_first_and_keeps_the_one_in_use(tmp_pa
     (tmp_path / ".tmp123.tmp").write_bytes(b"y" * 1000)  # a write in progress: not an entry
     assert cache_usage(tmp_path).entries == 4 and cache_usage(tmp_path).per_case_bytes == 100
     removed = prune_cache(tmp_path, 250, keep=["a"])
-    assert [p.stem for p in removed] == ["b", "c"]
-    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["a", "d"]
+    assert removed == [entry_path(tmp_path, "b"), entry_path(tmp_path, "c")]
+    assert _names(tmp_path) == ["a", "d"]
     assert prune_cache(tmp_path, 1000) == []
 
 
@@ -69,6 +74,6 @@ def test_status_and_cache_command_show_the_size_and_set_the_limit(tmp_path: Path
     assert main(["cache", "-p", str(proj), "--limit", "0.000003"]) == 0
     out = capsys.readouterr().out
     assert "deleted 1 least recently used cache entry" in out and "1 case(s), 0.0 MB (0.0 MB per case)" in out
-    assert sorted(p.stem for p in cache.glob("*.npz")) == ["new"]
+    assert _names(cache) == ["new"]
     assert main(["cache", "-p", str(proj), "--no-limit"]) == 0
     assert open_project(proj).config.cache_limit_gb is None and "no limit" in capsys.readouterr().out
