@@ -181,8 +181,9 @@ def train(
     `DiceCE(L) + λ_u(e/E) · CE_ignore(R)`, `λ_u` from `lambda_u_ramp` with e/E = (step + 1) / steps,
     voxels labelled `cfg.ignore_index` left out of both terms. Retention recipes (METHOD.md §6):
     with `data.retained`, `cfg.retention_batch_size` more patches of f_0's retention targets add
-    `λ_r · CE_ignore` (`cfg.retention_weight`, constant; `cfg.retention_loss` "dice_ce": the labelled
-    loss instead; `cfg.retention_draw` "site": patches drawn evenly over sites); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
+    `λ_r ·` the retention loss (`cfg.retention_weight`, constant; `cfg.retention_loss`: the labelled
+    masked DiceCE, the default, or `CE_ignore`; `cfg.retention_draw` "site": patches drawn evenly over
+    sites); with `anchor`, `α_sp · Σ‖θ − θ_0‖²`
     (`cfg.l2sp_alpha`); `cfg.trainable` "decoder" / "lora" trains part of the network (LoRA
     adapters are attached for the run and merged into the weights when it ends, stopped or not).
     AdamW, cosine schedule to 0 over
