@@ -69,6 +69,16 @@ class RetentionDraw(str, enum.Enum):
     SITE = "site"  # every site equally, then a case of it (cases.csv site; one site: as `case`)
 
 
+class IntensityAugment(str, enum.Enum):
+    """Intensity augmentation of training patches, on top of the random flips (`TrainConfig.augment`)."""
+
+    JITTER = "jitter"  # intensity scale and shift jitter only
+    # nnU-Net's intensity augmentations (Isensee et al. 2021): Gaussian noise and blur, brightness,
+    # contrast, simulated low resolution and gamma, so a few scans of sharp sites do not teach the
+    # model to fail on blurred or thick-slice ones.
+    NNUNET = "nnunet"
+
+
 class SSFTMode(str, enum.Enum):
     """Which unlabelled cases join the SSFT phase (METHOD.md §4)."""
 
@@ -178,7 +188,8 @@ class TrainConfig:
         patch_size: training crop in voxels (D, H, W).
         lr / weight_decay: AdamW settings; the learning rate follows a cosine schedule to 0.
         fg_crop_prob: probability that a crop is centred on a foreground voxel (never on ignore).
-        augment: random flips, small affine and intensity jitter.
+        augment: augmentation on or off: random flips along each axis, then `intensity_augment`.
+        intensity_augment: the intensity augmentation: scale and shift jitter, or nnU-Net's.
         bn_mode: BatchNorm behaviour while fine-tuning.
         checkpoint_every: write a resumable checkpoint every this many steps (and at the end).
         seed: seeds crops, augmentation and initialisation.
@@ -207,6 +218,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     fg_crop_prob: float = 0.67
     augment: bool = True
+    intensity_augment: IntensityAugment = IntensityAugment.JITTER
     bn_mode: BNMode = BNMode.TRAIN
     checkpoint_every: int = 50
     seed: int = 0

@@ -1,8 +1,8 @@
 """Fine-tune page: steps, SSFT mode and device; the training job with a live progress bar and loss
 curve read from the store (they survive a reload); cancel / resume; result metrics with the
 unlabelled cases SSFT admitted; then evaluation and the next round (ASSFT, METHOD.md §4–§5).
-The step inputs stay after training (with the button off and why), so the settings can be changed
-for the next round's fine-tuning."""
+After training the step inputs stay, and **Fine-tune again** trains the round anew with other
+settings, its earlier model kept aside (`session.training_round.reopen_round`)."""
 
 from __future__ import annotations
 
@@ -78,11 +78,11 @@ def launch_form(project: Project, info: RoundInfo) -> None:
         )
         return
     trained = info.state in AFTER_TRAINING
-    if trained:  # the engine trains a round once (rounds.mark_trained needs `labelled`): say what to do instead
+    if trained:
         st.info(
-            f"Round {info.idx} is fine-tuned already: its model, the {model_name(info.idx + 1)}, is kept as it is, "
-            "so **Fine-tune** is off. To fine-tune with other settings, evaluate this model, start round "
-            f"{info.idx + 1} and fine-tune it with the settings below after its picks are labelled."
+            f"Round {info.idx} is fine-tuned already. To try other settings, change them below and press "
+            f"**Fine-tune again**: the current {model_name(info.idx + 1)} is kept (moved aside, not deleted) "
+            "and its test result stays in the project history."
         )
     cfg = project.config.ssft
     st.session_state.setdefault("ft-sup", cfg.supervised_steps)
@@ -101,8 +101,9 @@ def launch_form(project: Project, info: RoundInfo) -> None:
     st.info(f"Expected time of this fine-tuning and its evaluation: **{headline}**.")
     st.caption(f"Per phase: {parts}.")
     nproc = gpu_processes()
-    if st.button("Fine-tune", key="train", type="primary", disabled=trained or is_active(project, "train"),
-                 help="Runs in the background; you can close the tab."):
+    busy = is_active(project, "train") or is_active(project, "evaluate")
+    if st.button("Fine-tune again" if trained else "Fine-tune", key="train", type="secondary" if trained else "primary",
+                 disabled=busy, help="Runs in the background; you can close the tab."):
         params = {
             "round": info.idx,
             "supervised_steps": int(sup),
@@ -112,6 +113,12 @@ def launch_form(project: Project, info: RoundInfo) -> None:
             "nproc": nproc,
         }
         with guard("start fine-tuning"):
+            if trained:
+                from assft_core.session.training_round import reopen_round  # imports the trainer: only on a click
+
+                earlier = reopen_round(project)
+                if earlier is not None:
+                    flash(f"The earlier model is kept in {project.relative(earlier)}.")
             start_job(project, "train", params)
             st.rerun()
 

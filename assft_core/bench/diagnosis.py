@@ -125,6 +125,21 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     _v("frozen_bn+retention-q50-w1-dicece-by-site", retention_weight=1.0, retention_batch_size=2,
        retention_loss="dice_ce", retention_draw="site",
        finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    # Fifth look, at C (thick slices, blurred) after two sharp scans of B and D: nnU-Net's intensity
+    # augmentations (noise, blur, contrast, simulated low resolution, gamma) on every patch.
+    _v("frozen_bn+retention-q50-w1-dicece+aug-nnunet", retention_weight=1.0, retention_batch_size=2,
+       retention_loss="dice_ce", intensity_augment="nnunet",
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5}),
+    _v("bn-train+aug-nnunet", intensity_augment="nnunet"),
+    # ... and f_0's less sure voxels kept as targets too (C's CSF is mostly partial volume), or
+    # targets on every unlabelled case.
+    _v("frozen_bn+retention-q20-w1-dicece", retention_weight=1.0, retention_batch_size=2, retention_loss="dice_ce",
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.2}),
+    _v("frozen_bn+retention-q0-w1-dicece", retention_weight=1.0, retention_batch_size=2, retention_loss="dice_ce",
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.0}),
+    _v("frozen_bn+retention-q50-w1-dicece+all-cases", retention_weight=1.0, retention_batch_size=2,
+       retention_loss="dice_ce",
+       finetune={"recipe": "frozen_bn+retention", "retention_class_quantile": 0.5, "retention_fraction": 1.0}),
     # SSFT (selective, 100 + 50 steps): pseudo-label voxel accuracy per site against the oracle.
     _v("ssft-selective", ssft_steps=50),
     _v("bn-frozen+ssft-selective", bn_mode="frozen", ssft_steps=50),

@@ -225,7 +225,7 @@ def submit_job(project: Project, kind: str, params: Mapping[str, Any] | None = N
             conn.execute("UPDATE jobs SET run_dir = ? WHERE id = ?", (project.relative(run_dir), job_id))
             store.add_event(conn, "job", f"job {job_id} ({kind}) queued", job_id=job_id, kind=kind)
     except sqlite3.IntegrityError:
-        active = _active_of_kind(project, kind)
+        active = active_job_id(project, kind)
         raise StateError(
             f"a {kind!r} job (#{active}) is already queued or running in {project.folder}; wait for it, "
             f"or cancel it with `assft job cancel --project {project.folder} {active}`."
@@ -468,7 +468,7 @@ def resume_job(project: Project, job_id: int, *, launch: bool = True) -> JobInfo
             )
     except sqlite3.IntegrityError:
         raise StateError(
-            f"another {job.kind!r} job (#{_active_of_kind(project, job.kind)}) is active; wait or cancel it first."
+            f"another {job.kind!r} job (#{active_job_id(project, job.kind)}) is active; wait or cancel it first."
         ) from None
     if launch:
         launch_detached(project, job_id)
@@ -521,7 +521,8 @@ def _row(conn: sqlite3.Connection, job_id: int) -> sqlite3.Row:
     return row
 
 
-def _active_of_kind(project: Project, kind: str) -> int | None:
+def active_job_id(project: Project, kind: str) -> int | None:
+    """The id of the queued or running job of `kind`, or None."""
     with store.reading(project.db) as conn:
         row = conn.execute(
             "SELECT id FROM jobs WHERE kind = ? AND status IN ('queued', 'running')", (kind,)

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="retention recipe, one or more of paper, adabn, l2sp, retention, decoder, lora, wise joined "
                    "by '+' (default: the project's; docs/METHOD.md §6)")
     p.add_argument("--no-evaluate", action="store_true", help="stop after training (evaluate later with `assft evaluate`)")
+    p.add_argument("--again", action="store_true",
+                   help="fine-tune a trained round again with these settings; its model is kept as "
+                   "models/round-NNN-earlier-K and its test metrics in the history")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="training processes on this machine, one GPU each (DDP under torchrun; docs/distributed.md)")
     _job_options(p)
@@ -167,16 +170,21 @@ def _score(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from assft_core.session.round_change import format_change, round_changes
-    from assft_core.session.training_round import TrainRequest
+    from assft_core.session.training_round import TrainRequest, reopen_round
 
     project = project_from_args(args)
     _refuse_detached_tracking(args)
-    info = _require(project, {RoundState.LABELLED, RoundState.TRAINED}, "train")
+    allowed = {RoundState.TRAINED, RoundState.EVALUATED} if args.again else {RoundState.LABELLED, RoundState.TRAINED}
+    info = _require(project, allowed, "fine-tune the round again" if args.again else "train")
     request = TrainRequest.from_params(
         project,
         {"ssft_mode": args.ssft, "supervised_steps": args.steps, "ssft_steps": args.ssft_steps,
          "device": args.device, "evaluate": not args.no_evaluate, "nproc": args.nproc, "recipe": args.recipe},
     )
+    if args.again:
+        earlier = reopen_round(project)
+        if earlier is not None:
+            print(f"round {info.idx}: the earlier model is kept in {earlier}")
     job = _run(project, "train", {"round": info.idx, **request.to_params()}, args.detach)
     if not args.detach:
         m = job.metrics

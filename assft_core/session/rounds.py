@@ -279,6 +279,25 @@ def mark_trained(project: Project, checkpoint: str, metrics: Mapping[str, Any] |
     return current_round(project)
 
 
+def reopen_for_training(project: Project, earlier_model: str | None) -> RoundInfo:
+    """Set a trained (or evaluated) round back to `labelled`, so it can be fine-tuned again with
+    other settings; its labels and picks stay. The round's model and test metrics are cleared
+    here and kept in an event ("round t reopened for training"), with `earlier_model`, where the
+    caller moved the earlier model's folder (`training_round.reopen_round` does both).
+
+    Raises:
+        StateError: when the current round is neither `trained` nor `evaluated`.
+    """
+    with store.transaction(project.db) as conn:
+        idx = require_state(conn, {RoundState.TRAINED, RoundState.EVALUATED}, "fine-tune the round again")
+        row = conn.execute("SELECT checkpoint, metrics FROM rounds WHERE idx = ?", (idx,)).fetchone()
+        _move(conn, idx, RoundState.LABELLED, checkpoint=None, metrics="{}")
+        store.add_event(conn, "round", f"round {idx} reopened for training", round=idx,
+                        earlier_checkpoint=row["checkpoint"], earlier_model=earlier_model,
+                        earlier_metrics=json.loads(row["metrics"]))
+    return current_round(project)
+
+
 def mark_evaluated(project: Project, metrics: Mapping[str, Any]) -> RoundInfo:
     """Record the test-set metrics of this round's model (from `trained`).
 

@@ -211,6 +211,43 @@ def train_round(
     return metrics
 
 
+def reopen_round(project: Project) -> Path | None:
+    """Make the current round trainable again with other settings: f_{t+1}'s folder is moved aside
+    to `models/round-NNN-earlier-K` (first free K; nothing is deleted), and the round goes back to
+    `labelled` with its picks and labels (`rounds.reopen_for_training`).
+
+    Returns:
+        The folder the earlier model now lives in (None when the round had no model folder).
+
+    Raises:
+        StateError: the round is neither trained nor evaluated, or a fine-tuning or evaluation job
+            is queued or running.
+    """
+    from assft_core.session import jobs  # jobs imports the job modules, this one among them
+
+    rounds.check_state(project, {RoundState.TRAINED, RoundState.EVALUATED}, "fine-tune the round again")
+    for kind in ("train", "evaluate"):
+        active = jobs.active_job_id(project, kind)
+        if active is not None:
+            raise StateError(f"cannot fine-tune the round again: job #{active} ({kind}) is active; wait or cancel it first.")
+    idx = rounds.current_round(project).idx
+    model_dir = workspace.round_model_dir(project, idx)
+    earlier: Path | None = None
+    if model_dir.exists():
+        k = 1
+        while model_dir.with_name(f"{model_dir.name}-earlier-{k}").exists():
+            k += 1
+        earlier = model_dir.with_name(f"{model_dir.name}-earlier-{k}")
+        model_dir.rename(earlier)
+    try:
+        rounds.reopen_for_training(project, project.relative(earlier) if earlier else None)
+    except BaseException:
+        if earlier is not None:  # keep the folder where the store says the model is
+            earlier.rename(model_dir)
+        raise
+    return earlier
+
+
 @dataclass(frozen=True)
 class _RoundCases:
     """The pool of a round split into L (preprocessed, with their current labels) and U \\ L."""

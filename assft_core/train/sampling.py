@@ -11,8 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from monai.transforms import Flip
+from monai.transforms import (
+    Compose,
+    Flip,
+    RandAdjustContrast,
+    RandGaussianNoise,
+    RandGaussianSmooth,
+    RandScaleIntensityFixedMean,
+    RandSimulateLowResolution,
+)
 
+from assft_core.config import IntensityAugment
 from assft_core.train.data import TrainSample
 
 # Independent random streams of one step.
@@ -89,14 +98,21 @@ def crop_start(
     return int(start[0]), int(start[1]), int(start[2])
 
 
-def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips along each spatial axis (p = 0.5, same for image and label) and intensity
-    scale/shift jitter of the image. Cheap on a CPU; no interpolation, so labels stay exact.
+def augment(
+    image: np.ndarray, label: np.ndarray, intensity: IntensityAugment, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips along each spatial axis (p = 0.5, same for image and label), intensity
+    scale/shift jitter of the image and, with `IntensityAugment.NNUNET`, nnU-Net's intensity
+    augmentations (`_nnunet_intensity`). Nothing moves voxels but the flips, so labels stay exact.
 
     Args:
-        image: (C, D, H, W) float32 patch.
-        label: (1, D, H, W) uint8 patch.
-        rng: the step's generator.
+        image: (C, D, H, W) float32 patch (not modified).
+        label: (1, D, H, W) uint8 patch (not modified).
+        intensity: the intensity augmentation (`TrainConfig.intensity_augment`).
+        rng: the step's generator; every draw comes from it.
+
+    Returns:
+        (image, label), new arrays of the same shapes and dtypes.
     """
     axes = [a for a in range(3) if rng.random() < 0.5]
     scale = rng.uniform(1.0 - _SCALE_JITTER, 1.0 + _SCALE_JITTER)
@@ -105,7 +121,38 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> t
         flip = Flip(spatial_axis=axes)
         image = np.asarray(flip(image))
         label = np.asarray(flip(label))
-    return (image * np.float32(scale) + np.float32(shift)).astype(np.float32), label
+    image = (image * np.float32(scale) + np.float32(shift)).astype(np.float32)
+    if intensity is IntensityAugment.NNUNET:
+        image = _nnunet_intensity(image, int(rng.integers(2**31)))
+    return image, label
+
+
+def _nnunet_intensity(image: np.ndarray, seed: int) -> np.ndarray:
+    """nnU-Net's default intensity augmentations (Isensee et al. 2021, with its probabilities):
+    Gaussian noise (p 0.1, σ up to 0.1 of the patch's s.d.), Gaussian blur (p 0.2, σ 0.5–1 voxel),
+    brightness and contrast (p 0.15 each, ×0.75–1.25, contrast about the mean within the range),
+    simulated low resolution (p 0.25, zoom 0.5–1) and gamma (p 0.3, 0.7–1.5, mean and s.d. kept).
+
+    Args:
+        image: (C, D, H, W) float32 patch.
+        seed: seeds MONAI's random transforms, so the result is a pure function of the step.
+
+    Returns:
+        (C, D, H, W) float32.
+    """
+    transforms = Compose(
+        [
+            RandGaussianNoise(prob=0.1, std=0.1 * float(image.std())),
+            RandGaussianSmooth(prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            RandScaleIntensityFixedMean(prob=0.15, factors=0.25, fixed_mean=False),
+            RandScaleIntensityFixedMean(prob=0.15, factors=0.25, fixed_mean=True, preserve_range=True),
+            RandSimulateLowResolution(prob=0.25, zoom_range=(0.5, 1.0)),
+            RandAdjustContrast(prob=0.3, gamma=(0.7, 1.5), retain_stats=True),
+        ]
+    )
+    transforms.set_random_state(seed=seed)
+    out = transforms(image)
+    return np.asarray(out.numpy() if hasattr(out, "numpy") else out, dtype=np.float32)
 
 
 def sample_batch(
@@ -113,7 +160,7 @@ def sample_batch(
     batch_size: int,
     patch_size: Sequence[int],
     fg_prob: float,
-    do_augment: bool,
+    augmentation: IntensityAugment | None,
     rng: np.random.Generator,
     *,
     by_group: bool = False,
@@ -122,6 +169,7 @@ def sample_batch(
 
     With `by_group`, each patch first draws a group (`PatchSource.group`, e.g. a site) uniformly,
     then a case of it, so a group with few cases is drawn as often as one with many.
+    `augmentation` None draws patches as they are; otherwise `augment` with that intensity part.
 
     Returns:
         images: (B, C, *patch_size) float32; labels: (B, 1, *patch_size) uint8.
@@ -139,8 +187,8 @@ def sample_batch(
         d, h, w = (int(p) for p in patch_size)
         img = src.image[:, z : z + d, y : y + h, x : x + w]
         lab = src.label[:, z : z + d, y : y + h, x : x + w]
-        if do_augment:
-            img, lab = augment(img, lab, rng)
+        if augmentation is not None:
+            img, lab = augment(img, lab, augmentation, rng)
         images.append(np.ascontiguousarray(img))
         labels.append(np.ascontiguousarray(lab))
     return np.stack(images), np.stack(labels)

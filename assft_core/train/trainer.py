@@ -175,7 +175,7 @@ def train(
     """Train `network` in place for `cfg.steps` optimiser steps (ASSFT, METHOD.md §4–§6).
 
     Each step draws `cfg.batch_size` labelled patches (crops centred on foreground with
-    probability `cfg.fg_crop_prob`, never on ignore voxels; flips and intensity jitter when
+    probability `cfg.fg_crop_prob`, never on ignore voxels; flips and `cfg.intensity_augment` when
     `cfg.augment`) and, when `data.pseudo` is not empty, `cfg.unlabelled_batch_size` pseudo-labelled
     patches; both go through the network in one batch. Loss:
     `DiceCE(L) + λ_u(e/E) · CE_ignore(R)`, `λ_u` from `lambda_u_ramp` with e/E = (step + 1) / steps,
@@ -379,13 +379,14 @@ def _one_step(
     (`_rank_share`), and the reported losses are the mean over ranks, i.e. the global batch's.
     """
     rank, world = ddp.get_rank(), ddp.get_world_size()
+    augmentation = cfg.intensity_augment if cfg.augment else None
     images, labels = _rank_share(
         sample_batch(
             labelled,
             cfg.batch_size * world,
             cfg.patch_size,
             cfg.fg_crop_prob,
-            cfg.augment,
+            augmentation,
             step_rng(cfg.seed, step, STREAM_LABELLED),
         ),
         rank,
@@ -399,7 +400,7 @@ def _one_step(
                 cfg.unlabelled_batch_size * world,
                 cfg.patch_size,
                 cfg.fg_crop_prob,
-                cfg.augment,
+                augmentation,
                 step_rng(cfg.seed, step, STREAM_PSEUDO),
             ),
             rank,
@@ -414,7 +415,7 @@ def _one_step(
             cfg.retention_batch_size,
             cfg.patch_size,
             cfg.fg_crop_prob,
-            cfg.augment,
+            augmentation,
             step_rng(cfg.seed, step, STREAM_RETAINED),
             by_group=cfg.retention_draw is RetentionDraw.SITE,
         )

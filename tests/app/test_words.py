@@ -114,15 +114,27 @@ def test_strategy_help_is_a_plain_sentence_with_the_formula_behind_an_expander(r
 
 
 @pytest.mark.parametrize("state", [RoundState.TRAINED, RoundState.EVALUATED])
-def test_fine_tune_inputs_stay_after_training_with_the_button_off_and_why(run_page, oracle_project, monkeypatch,
-                                                                          state) -> None:
+def test_a_trained_round_can_be_fine_tuned_again_with_other_settings(run_page, oracle_project, monkeypatch,
+                                                                     fake_jobs, state) -> None:
     (_evaluated_round if state is RoundState.EVALUATED else _trained_round)(oracle_project, monkeypatch)
+    model = oracle_project.folder / "artifacts" / "models" / "round-000"
+    model.mkdir(parents=True)
+    (model / "model.pt").write_bytes(b"f1")
     at = run_page("finetune", oracle_project.folder)
     assert not at.exception, at.exception
     assert at.number_input(key="ft-sup").value == oracle_project.config.ssft.supervised_steps
-    assert at.number_input(key="ft-ssft") and at.selectbox(key="ft-mode")
-    assert at.button(key="train").disabled
-    assert any("Round 0 is fine-tuned already" in i.value and "start round 1" in i.value for i in at.info)
+    assert any("Round 0 is fine-tuned already" in i.value and "kept (moved aside, not deleted)" in i.value
+               for i in at.info)
+    assert at.button(key="train").label == "Fine-tune again" and not at.button(key="train").disabled
+    at.number_input(key="ft-sup").set_value(7)
+    at = at.button(key="train").click().run()
+    assert not at.exception, at.exception
+    info = rounds.current_round(oracle_project)
+    assert info.state is RoundState.LABELLED and info.checkpoint is None and info.metrics == {}
+    assert (model.parent / "round-000-earlier-1" / "model.pt").read_bytes() == b"f1" and not model.exists()
+    (job,) = [j for j in jobs.list_jobs(oracle_project) if j.id in fake_jobs]
+    assert job.kind == "train" and job.params["supervised_steps"] == 7
+    assert any("round-000-earlier-1" in s.value for s in at.success)
 
 
 def test_dice_has_three_decimals(run_page, oracle_project, monkeypatch) -> None:

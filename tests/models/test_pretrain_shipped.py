@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assft_core.config import PreprocessConfig
+from assft_core.config import IntensityAugment, PreprocessConfig
 from assft_core.data.demo import builder as demo_builder
 from assft_core.errors import ModelError
 from assft_core.models import pretrain as pretrain_mod
@@ -79,3 +80,13 @@ def test_fingerprint_tracks_preprocessing_settings() -> None:
     other = demo_fingerprint(demo_corpus_identity(), PreprocessConfig(spacing_mm=(1.5, 1.5, 1.5)), pretrain_train_config())
     assert base["preprocess"] != other["preprocess"]
     assert {k for k in base if base[k] != other[k]} == {"preprocess"}
+
+
+def test_a_setting_added_later_is_fingerprinted_only_away_from_its_earlier_behaviour() -> None:
+    jitter = demo_fingerprint(demo_corpus_identity(), PreprocessConfig(), pretrain_train_config())
+    nnunet_cfg = dataclasses.replace(pretrain_train_config(), intensity_augment=IntensityAugment.NNUNET)
+    nnunet = demo_fingerprint(demo_corpus_identity(), PreprocessConfig(), nnunet_cfg)
+    assert "intensity_augment" not in jitter["train"]
+    assert nnunet["train"]["intensity_augment"] == "nnunet"
+    # Pre-training pins the earlier behaviour whatever the fine-tuning default is.
+    assert pretrain_train_config().intensity_augment is IntensityAugment.JITTER

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from assft_core.config import IntensityAugment
 from assft_core.train.data import TrainSample
 from assft_core.train.sampling import PatchSource, crop_start, prepare_source, sample_batch, step_rng
 
@@ -45,7 +46,7 @@ def test_small_volume_is_padded_with_ignore() -> None:
     assert src.image.shape == (1, 8, 20, 8) and src.label.shape == (1, 8, 20, 8)
     assert int((src.label == 255).sum()) == 8 * 20 * 8 - 5 * 20 * 6
     assert src.label[0, 2 + 1, 10, 3 + 1] == 1  # padding split before/after: 3 -> 1 + 2, 2 -> 1 + 1
-    img, lab = sample_batch([src], 3, (8, 8, 8), 0.5, True, step_rng(0, 0, 0))
+    img, lab = sample_batch([src], 3, (8, 8, 8), 0.5, IntensityAugment.JITTER, step_rng(0, 0, 0))
     assert img.shape == (3, 1, 8, 8, 8) and lab.shape == (3, 1, 8, 8, 8) and lab.dtype == np.uint8
 
 
@@ -54,9 +55,9 @@ def test_batches_are_a_pure_function_of_seed_and_step() -> None:
     s.image[:] = np.random.default_rng(0).normal(size=s.image.shape)
     s.label[0, 5:9, 5:9, 5:9] = 1
     src = prepare_source(s, (8, 8, 8), 255)
-    a = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 7, 0))
-    b = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 7, 0))
-    c = sample_batch([src], 2, (8, 8, 8), 0.5, True, step_rng(3, 8, 0))
+    a = sample_batch([src], 2, (8, 8, 8), 0.5, IntensityAugment.JITTER, step_rng(3, 7, 0))
+    b = sample_batch([src], 2, (8, 8, 8), 0.5, IntensityAugment.JITTER, step_rng(3, 7, 0))
+    c = sample_batch([src], 2, (8, 8, 8), 0.5, IntensityAugment.JITTER, step_rng(3, 8, 0))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
 
@@ -67,7 +68,7 @@ def test_flips_move_image_and_label_together() -> None:
     s.image[0, 1, 2, 3] = 5.0
     src = prepare_source(s, (8, 8, 8), 255)
     for step in range(8):
-        img, lab = sample_batch([src], 1, (8, 8, 8), 0.0, True, step_rng(0, step, 0))
+        img, lab = sample_batch([src], 1, (8, 8, 8), 0.0, IntensityAugment.JITTER, step_rng(0, step, 0))
         assert np.argmax(img[0, 0]) == np.argmax(lab[0, 0])
 
 
@@ -80,11 +81,26 @@ def test_a_group_balanced_draw_gives_a_small_group_its_share() -> None:
     sources = [source(1.0, "A"), source(2.0, "A"), source(3.0, "A"), source(9.0, "C")]
 
     def share_of_c(by_group: bool) -> float:
-        images, _ = sample_batch(sources, 400, (8, 8, 8), 0.0, False, step_rng(0, 0, 0), by_group=by_group)
+        images, _ = sample_batch(sources, 400, (8, 8, 8), 0.0, None, step_rng(0, 0, 0), by_group=by_group)
         return float(np.mean(images[:, 0, 0, 0, 0] == 9.0))
 
     assert abs(share_of_c(False) - 0.25) < 0.07 and abs(share_of_c(True) - 0.5) < 0.07
     one_site = [PatchSource(s.case_id, s.image, s.label, s.foreground, "A") for s in sources]
-    a = sample_batch(one_site, 20, (8, 8, 8), 0.0, False, step_rng(1, 0, 0), by_group=True)[0]
-    b = sample_batch(one_site, 20, (8, 8, 8), 0.0, False, step_rng(1, 0, 0))[0]
+    a = sample_batch(one_site, 20, (8, 8, 8), 0.0, None, step_rng(1, 0, 0), by_group=True)[0]
+    b = sample_batch(one_site, 20, (8, 8, 8), 0.0, None, step_rng(1, 0, 0))[0]
     assert np.array_equal(a, b)  # one group: the same draws as by case
+
+
+def test_nnunet_intensity_augmentation_is_pure_in_the_step_and_leaves_labels_exact() -> None:
+    s = _sample((12, 12, 12))
+    s.image[:] = np.random.default_rng(0).uniform(size=s.image.shape)
+    s.label[0, 3:9, 3:9, 3:9] = 1
+    src = prepare_source(s, (12, 12, 12), 255)
+    draws = [sample_batch([src], 1, (12, 12, 12), 0.0, IntensityAugment.NNUNET, step_rng(0, k, 0)) for k in range(12)]
+    again = sample_batch([src], 1, (12, 12, 12), 0.0, IntensityAugment.NNUNET, step_rng(0, 5, 0))
+    assert np.array_equal(draws[5][0], again[0]) and np.array_equal(draws[5][1], again[1])
+    jitter = [sample_batch([src], 1, (12, 12, 12), 0.0, IntensityAugment.JITTER, step_rng(0, k, 0)) for k in range(12)]
+    # Same flips and labels as the jitter profile; the image differs on some steps (p < 1 per transform).
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(draws, jitter))
+    changed = [not np.allclose(a[0], b[0]) for a, b in zip(draws, jitter)]
+    assert any(changed) and all(d[0].dtype == np.float32 and d[0].shape == (1, 1, 12, 12, 12) for d in draws)
