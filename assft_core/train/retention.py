@@ -42,6 +42,7 @@ from assft_core.models.registry import get_backbone
 from assft_core.query.scoring import score_cases
 from assft_core.train.anchoring import WeightAnchor, interpolate_weights
 from assft_core.train.data import TrainSample
+from assft_core.train.spill import spill_samples
 from assft_core.train.pseudo import load_pseudo_label, make_pseudo_label, save_pseudo_label
 from assft_core.train.normalisation import keeps_something_frozen
 from assft_core.train.recalibration import recalibrate_batchnorm
@@ -138,6 +139,7 @@ class RoundRetention:
         infer_cfg: InferenceConfig,
         ignore_index: int,
         folder: Path,
+        spill_dir: Path,
         on_scored: Callable[[int, int | None, str], None] | None = None,
     ) -> list[TrainSample]:
         """f_0's retention targets on the unlabelled cases where f_0 is most confident.
@@ -146,6 +148,8 @@ class RoundRetention:
         `retention_fraction` by c keep their target: argmax of f_0 with voxels of
         `max_k p_k < τ_r` set to `ignore_index`. Written under `folder` (`<case>.npz`,
         `targets.json` last), and read back from there when the same cases were done before.
+        The samples are made one case at a time and kept memory-mapped in `spill_dir`
+        (`train.spill`), so memory stays flat in the number of retention cases.
 
         Returns:
             The retention samples (empty without the `retention` recipe or without unlabelled cases).
@@ -159,11 +163,12 @@ class RoundRetention:
         if kept is None:
             kept = self._make_targets(unlabelled, query_cfg, infer_cfg, ignore_index, folder, on_scored)
         self.log["retention"] = json.loads(report_path.read_text(encoding="utf-8"))
-        samples = []
-        for cid in kept:
+
+        def sample(cid: str) -> TrainSample:
             case = by_id(cid)
-            samples.append(TrainSample(cid, case.image, load_pseudo_label(folder, cid).label, group=case.site))
-        return samples
+            return TrainSample(cid, case.image, load_pseudo_label(folder, cid).label, group=case.site)
+
+        return spill_samples((sample(cid) for cid in kept), spill_dir)
 
     def _saved_targets(self, report_path: Path, unlabelled_ids: list[str]) -> list[str] | None:
         if not report_path.is_file():

@@ -30,6 +30,10 @@ STREAM_PSEUDO = 1
 STREAM_TORCH = 2
 STREAM_RETAINED = 3
 
+# Foreground voxels indexed per case for foreground-centred crops (8 bytes each): more than this
+# are an even draw of this many (nnU-Net keeps 10^4 per class); the demo's cases stay below it.
+MAX_FOREGROUND_INDEX = 2**20
+
 # Intensity jitter: multiply by U(1 − s, 1 + s), add U(−o, o) (normalised intensities ~[0, 1]).
 _SCALE_JITTER = 0.1
 _SHIFT_JITTER = 0.1
@@ -46,10 +50,12 @@ class PatchSource:
 
     Attributes:
         case_id: the case's id.
-        image: (C, D, H, W) float32, each spatial size ≥ the patch size.
+        image: (C, D, H, W) float32 or float16 (e.g. a memory-mapped spilled sample, read a patch
+            at a time), each spatial size ≥ the patch size; patches are float32.
         label: (1, D, H, W) uint8; padding holds `ignore_index`.
         foreground: flat indices (into the (D, H, W) grid) of voxels with a class in 1..254,
-            never the ignore value; may be empty.
+            never the ignore value; at most `MAX_FOREGROUND_INDEX` of them, an even draw when
+            there are more; may be empty.
         group: the sample's draw group (`TrainSample.group`).
     """
 
@@ -64,18 +70,24 @@ def prepare_source(sample: TrainSample, patch_size: Sequence[int], ignore_index:
     """Pad `sample` (image with 0, label with `ignore_index`) to at least `patch_size` and index it.
 
     Padded voxels are not anatomy, so they are ignored by the loss rather than called background.
-    Image padding is 0, as in sliding-window inference.
+    Image padding is 0, as in sliding-window inference. A float16 or memory-mapped image is kept
+    as it is (no full-volume copy) unless it needs padding.
     """
     spatial = sample.image.shape[1:]
     pads = [max(int(p) - int(s), 0) for p, s in zip(patch_size, spatial)]
     widths = [(0, 0)] + [(p // 2, p - p // 2) for p in pads]
-    image = np.asarray(sample.image, dtype=np.float32)
+    image = sample.image if sample.image.dtype in (np.float16, np.float32) else np.asarray(sample.image, np.float32)
     label = np.asarray(sample.label, dtype=np.uint8)
     if any(pads):
         image = np.pad(image, widths, mode="constant", constant_values=0.0)
         label = np.pad(label, widths, mode="constant", constant_values=ignore_index)
     lab = label[0]
     foreground = np.flatnonzero((lab >= 1) & (lab != ignore_index))
+    if foreground.size > MAX_FOREGROUND_INDEX:  # a CT's foreground can be 10^7 voxels: 8 bytes each
+        keep = np.random.default_rng(np.random.SeedSequence(list(sample.case_id.encode()))).choice(
+            foreground.size, MAX_FOREGROUND_INDEX, replace=False
+        )
+        foreground = foreground[np.sort(keep)]
     return PatchSource(sample.case_id, image, label, foreground, sample.group)
 
 
@@ -185,8 +197,8 @@ def sample_batch(
             src = sources[int(rng.integers(len(sources)))]
         z, y, x = crop_start(src, patch_size, fg_prob, rng)
         d, h, w = (int(p) for p in patch_size)
-        img = src.image[:, z : z + d, y : y + h, x : x + w]
-        lab = src.label[:, z : z + d, y : y + h, x : x + w]
+        img = np.asarray(src.image[:, z : z + d, y : y + h, x : x + w], dtype=np.float32)
+        lab = np.asarray(src.label[:, z : z + d, y : y + h, x : x + w])
         if augmentation is not None:
             img, lab = augment(img, lab, augmentation, rng)
         images.append(np.ascontiguousarray(img))

@@ -14,6 +14,7 @@ was in, and a finished phase is never recomputed):
     selection/pseudo/        <case_id>.npz pseudo-label of every unlabelled case (uint8, 255 = ignore)
     selection/reliability.json   the ReliabilityReport; written last, it marks the phase done
     ssft/                    trainer run of the SSFT phase
+    spilled/                 R and the retention targets as memory-mapped .npy while training runs
 
 The SSFT phase is a fresh `train` run (new AdamW state and cosine schedule over S_u steps)
 seeded with `TrainConfig.seed + 1`, so its crops are not a replay of the supervised phase's.
@@ -22,6 +23,7 @@ seeded with `TrainConfig.seed + 1`, so its crops are not a replay of the supervi
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -44,9 +46,11 @@ from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.pseudo import PseudoLabelStats, load_pseudo_label, make_pseudo_label, save_pseudo_label
 from assft_core.train.reliability import ReliabilityReport, reliability_report, semantic_distance, trusted_words
 from assft_core.train.retention import RETENTION_DIR, RoundRetention
+from assft_core.train.spill import spill_samples
 from assft_core.train.trainer import ProgressEvent, TrainResult, train
 
 SUPERVISED_DIR = "supervised"
+SPILL_DIR = "spilled"  # memory-mapped training copies of R and the retention targets; removed at the end
 SELECTION_DIR = "selection"
 SSFT_DIR = "ssft"
 SCORES_DIR = "scores"
@@ -170,85 +174,88 @@ def run_round_training(
     """
     mode = SSFTMode(ssft_cfg.mode)
     run_dir = Path(run_dir)
-    _check_cases(labelled, unlabelled)
-    if mode is not SSFTMode.NONE:
-        _check_fine_tunable(card)  # before the supervised phase: fail fast, not after S steps
-    n_sup = int(ssft_cfg.supervised_steps)
-    n_ssft = 0 if mode is SSFTMode.NONE else int(ssft_cfg.ssft_steps)
-    emit = _round_emitter(on_progress, n_sup + n_ssft)
-    fit = train_fn or train
-    retention = RoundRetention.build(finetune_cfg or FinetuneConfig(recipe=Recipe.PAPER), network, card.backbone, base)
-    phase_cfg = retention.train_config(train_cfg)
-    extra = retention.trainer_kwargs()
-    pool_cases = chain_cases(labelled, unlabelled)  # lazy: U \ L is streamed, never listed
-    labelled_samples = [_labelled_sample(c) for c in labelled]
-    retained = retention.retention_targets(
-        unlabelled, query_cfg=query_cfg, infer_cfg=infer_cfg, ignore_index=train_cfg.ignore_index,
-        folder=run_dir / RETENTION_DIR,
-    )
-    sup_dir = run_dir / SUPERVISED_DIR
-    sup = fit(
-        dataclasses.replace(phase_cfg, steps=n_sup),
-        network,
-        TrainData(labelled_samples, retained=retained),
-        run_dir=sup_dir,
-        on_progress=lambda e: emit(PHASE_SUPERVISED, e.step, f"supervised step {e.step}/{n_sup}", e),
-        should_stop=should_stop,
-        resume_from=_existing_run(sup_dir),
-        phase=PHASE_SUPERVISED,
-        **extra,
-    )
-    timings = {PHASE_SUPERVISED: _elapsed(sup), PHASE_SCORING: 0.0, PHASE_SSFT: 0.0}
-    result = SSFTResult(network, sup, None, None, timings, run_dir, retention=retention.log)
-    if sup.stopped or (should_stop is not None and should_stop()):
-        result.stopped = True
-        return result
-
-    selection_dir = run_dir / SELECTION_DIR
-    report = _load_selection(selection_dir, ssft_cfg, labelled, unlabelled)
-    if mode is SSFTMode.NONE:
-        result.report = report if report is not None else _empty_selection(selection_dir, ssft_cfg, labelled)
-        retention.finish(network, pool_cases, infer_cfg)
-        return result
-
-    ssft_dir = run_dir / SSFT_DIR
-    if _existing_run(ssft_dir) is None:
-        # f_t^sup's pseudo-labels and the SSFT phase start from the recalibrated model (a resumed
-        # SSFT phase loads its own checkpoint instead).
-        retention.recalibrate(network, pool_cases, infer_cfg, when="supervised")
-    if report is None:
-        try:
-            report = _select(
-                network, card, labelled, unlabelled, ssft_cfg, train_cfg.ignore_index, query_cfg, infer_cfg,
-                selection_dir, reference, emit_scored=lambda msg: emit(PHASE_SCORING, n_sup, msg),
-                should_stop=should_stop,
-            )
-        except _ScoringStopped:
+    try:
+        _check_cases(labelled, unlabelled)
+        if mode is not SSFTMode.NONE:
+            _check_fine_tunable(card)  # before the supervised phase: fail fast, not after S steps
+        n_sup = int(ssft_cfg.supervised_steps)
+        n_ssft = 0 if mode is SSFTMode.NONE else int(ssft_cfg.ssft_steps)
+        emit = _round_emitter(on_progress, n_sup + n_ssft)
+        fit = train_fn or train
+        retention = RoundRetention.build(finetune_cfg or FinetuneConfig(recipe=Recipe.PAPER), network, card.backbone, base)
+        phase_cfg = retention.train_config(train_cfg)
+        extra = retention.trainer_kwargs()
+        pool_cases = chain_cases(labelled, unlabelled)  # lazy: U \ L is streamed, never listed
+        labelled_samples = [_labelled_sample(c) for c in labelled]
+        retained = retention.retention_targets(
+            unlabelled, query_cfg=query_cfg, infer_cfg=infer_cfg, ignore_index=train_cfg.ignore_index,
+            folder=run_dir / RETENTION_DIR, spill_dir=run_dir / SPILL_DIR / "retained",
+        )
+        sup_dir = run_dir / SUPERVISED_DIR
+        sup = fit(
+            dataclasses.replace(phase_cfg, steps=n_sup),
+            network,
+            TrainData(labelled_samples, retained=retained),
+            run_dir=sup_dir,
+            on_progress=lambda e: emit(PHASE_SUPERVISED, e.step, f"supervised step {e.step}/{n_sup}", e),
+            should_stop=should_stop,
+            resume_from=_existing_run(sup_dir),
+            phase=PHASE_SUPERVISED,
+            **extra,
+        )
+        timings = {PHASE_SUPERVISED: _elapsed(sup), PHASE_SCORING: 0.0, PHASE_SSFT: 0.0}
+        result = SSFTResult(network, sup, None, None, timings, run_dir, retention=retention.log)
+        if sup.stopped or (should_stop is not None and should_stop()):
             result.stopped = True
             return result
-    result.report = report
-    timings[PHASE_SCORING] = report.scoring_s
-    if report.trains_on_labelled_only:
-        emit(PHASE_SCORING, n_sup, f"{trusted_words(0)}: the SSFT phase trains on the labelled cases alone")
 
-    pseudo_samples = _pseudo_samples(report, unlabelled, selection_dir)
-    ssft = fit(
-        dataclasses.replace(phase_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
-        network,
-        TrainData(labelled_samples, pseudo_samples, retained),
-        run_dir=ssft_dir,
-        on_progress=lambda e: emit(PHASE_SSFT, n_sup + e.step, f"SSFT step {e.step}/{n_ssft} ({trusted_words(len(pseudo_samples))})", e),
-        should_stop=should_stop,
-        resume_from=_existing_run(ssft_dir),
-        phase=PHASE_SSFT,
-        **extra,
-    )
-    result.ssft = ssft
-    result.stopped = ssft.stopped
-    timings[PHASE_SSFT] = _elapsed(ssft)
-    if not ssft.stopped:
-        retention.finish(network, pool_cases, infer_cfg)
-    return result
+        selection_dir = run_dir / SELECTION_DIR
+        report = _load_selection(selection_dir, ssft_cfg, labelled, unlabelled)
+        if mode is SSFTMode.NONE:
+            result.report = report if report is not None else _empty_selection(selection_dir, ssft_cfg, labelled)
+            retention.finish(network, pool_cases, infer_cfg)
+            return result
+
+        ssft_dir = run_dir / SSFT_DIR
+        if _existing_run(ssft_dir) is None:
+            # f_t^sup's pseudo-labels and the SSFT phase start from the recalibrated model (a resumed
+            # SSFT phase loads its own checkpoint instead).
+            retention.recalibrate(network, pool_cases, infer_cfg, when="supervised")
+        if report is None:
+            try:
+                report = _select(
+                    network, card, labelled, unlabelled, ssft_cfg, train_cfg.ignore_index, query_cfg, infer_cfg,
+                    selection_dir, reference, emit_scored=lambda msg: emit(PHASE_SCORING, n_sup, msg),
+                    should_stop=should_stop,
+                )
+            except _ScoringStopped:
+                result.stopped = True
+                return result
+        result.report = report
+        timings[PHASE_SCORING] = report.scoring_s
+        if report.trains_on_labelled_only:
+            emit(PHASE_SCORING, n_sup, f"{trusted_words(0)}: the SSFT phase trains on the labelled cases alone")
+
+        pseudo_samples = _pseudo_samples(report, unlabelled, selection_dir, run_dir / SPILL_DIR / "pseudo")
+        ssft = fit(
+            dataclasses.replace(phase_cfg, steps=n_ssft, seed=train_cfg.seed + 1),
+            network,
+            TrainData(labelled_samples, pseudo_samples, retained),
+            run_dir=ssft_dir,
+            on_progress=lambda e: emit(PHASE_SSFT, n_sup + e.step, f"SSFT step {e.step}/{n_ssft} ({trusted_words(len(pseudo_samples))})", e),
+            should_stop=should_stop,
+            resume_from=_existing_run(ssft_dir),
+            phase=PHASE_SSFT,
+            **extra,
+        )
+        result.ssft = ssft
+        result.stopped = ssft.stopped
+        timings[PHASE_SSFT] = _elapsed(ssft)
+        if not ssft.stopped:
+            retention.finish(network, pool_cases, infer_cfg)
+        return result
+    finally:  # the memory-mapped copies of R and of the retention targets (train.spill)
+        shutil.rmtree(run_dir / SPILL_DIR, ignore_errors=True)
 
 
 def _round_emitter(
@@ -273,15 +280,16 @@ def _empty_selection(selection_dir: Path, cfg: SSFTConfig, labelled: Sequence[Pr
 
 
 def _pseudo_samples(
-    report: ReliabilityReport, unlabelled: Sequence[PreprocessedCase], selection_dir: Path
+    report: ReliabilityReport, unlabelled: Sequence[PreprocessedCase], selection_dir: Path, spill_dir: Path
 ) -> list[TrainSample]:
-    """R as training samples: each admitted case's image with its stored pseudo-label (a streamed
-    pool loads only the admitted cases)."""
+    """R as training samples: each admitted case's image with its stored pseudo-label, loaded one
+    at a time (a streamed pool makes only the admitted cases) and kept memory-mapped in `spill_dir`."""
     by_id = case_lookup(unlabelled)
-    return [
-        TrainSample(cid, by_id(cid).image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
-        for cid in report.admitted_ids
-    ]
+    return spill_samples(
+        (TrainSample(cid, by_id(cid).image, load_pseudo_label(selection_dir / PSEUDO_DIR, cid).label)
+         for cid in report.admitted_ids),
+        spill_dir,
+    )
 
 
 def _select(
