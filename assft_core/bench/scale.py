@@ -12,8 +12,9 @@ included, so a `baseline` child (imports only) is measured too. Phases:
     evaluate   one real-size case end to end (`EvalCaseStream` + `evaluate`, warm cache), with a
                1×1×1 convolution that classifies intensities by their nearest structure HU
     score      the scoring pass over a pool of N small cases (`LazyCases` + `score_cases`)
-    ssft       an SSFT round over 2 labelled + N unlabelled small cases (1 + 1 steps): the
-               scoring pass of f_t^sup, pseudo-labels, R and the SSFT phase
+    ssft       an SSFT round over 2 labelled + N unlabelled small cases (1 + 1 steps, the default
+               recipe): f_0's retention targets, the scoring pass of f_t^sup, pseudo-labels, R and
+               the SSFT phase
 
 The JSON holds one row per (phase, N) with wall seconds and peak RSS in MiB, plus the machine,
 the exact command and the load at start; a Markdown table is written beside it.
@@ -232,6 +233,7 @@ def _pool_phase(spec: dict[str, Any], work: Path) -> dict[str, Any]:
             out_dir=work / f"scores-{n}", cache_key=None,
         )
         return {"scored": len(table.case_ids)}
+    from assft_core.config import FinetuneConfig
     from assft_core.train.ssft import run_round_training
 
     labelled = [
@@ -244,6 +246,8 @@ def _pool_phase(spec: dict[str, Any], work: Path) -> dict[str, Any]:
                               augment=False, device="cpu"),
         ssft_cfg=SSFTConfig(mode=SSFTMode.SELECTIVE, supervised_steps=1, ssft_steps=1),
         query_cfg=QueryConfig(), infer_cfg=infer, run_dir=work / f"ssft-{n}",
+        # The project's default recipe, so f_0's retention targets over U \ L are measured too.
+        finetune_cfg=FinetuneConfig(), base=tiny_model(n_classes=int(spec["pool_classes"]), seed=0),
     )
     assert result.report is not None
     return {"admitted": len(result.report.admitted_ids)}

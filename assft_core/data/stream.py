@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -69,6 +72,7 @@ class LazyCases(Sequence[PreprocessedCase]):
     def _make(self, record: CaseRecord) -> PreprocessedCase:
         if self.before_each is not None:
             self.before_each()
+        release_freed_heap()
         return self.load(record)
 
     def __len__(self) -> int:
@@ -129,6 +133,24 @@ class ChainedCases(Sequence[PreprocessedCase]):
     def __iter__(self) -> Iterator[PreprocessedCase]:
         for p in self.parts:
             yield from p
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):  # musl, macOS: nothing to call
+        return None
+
+
+def release_freed_heap() -> None:
+    """Give the C heap's freed pages back to the operating system (glibc `malloc_trim`; a no-op
+    elsewhere). A pass over the pool frees a softmax volume and its temporaries per case, and
+    glibc keeps such memory mapped: measured on 64 cases of 96 × 80 × 64, the resident set grew
+    by ~0.8 MiB a case without this and stayed flat with it (issue 16)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def case_ids(cases: Sequence[PreprocessedCase]) -> list[str]:

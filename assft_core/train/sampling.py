@@ -30,9 +30,10 @@ STREAM_PSEUDO = 1
 STREAM_TORCH = 2
 STREAM_RETAINED = 3
 
-# Foreground voxels indexed per case for foreground-centred crops (8 bytes each): more than this
-# are an even draw of this many (nnU-Net keeps 10^4 per class); the demo's cases stay below it.
-MAX_FOREGROUND_INDEX = 2**20
+# Foreground voxels indexed per case for foreground-centred crops (int32, so at most 2 MiB a case):
+# more than this are an even draw of this many (nnU-Net keeps 10^4 per class); the demo's cases
+# (at most 280 425 foreground voxels) stay below it, so their crops are unchanged.
+MAX_FOREGROUND_INDEX = 2**19
 
 # Intensity jitter: multiply by U(1 − s, 1 + s), add U(−o, o) (normalised intensities ~[0, 1]).
 _SCALE_JITTER = 0.1
@@ -46,17 +47,22 @@ def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class PatchSource:
-    """A training case padded to at least the patch size, with its foreground voxels indexed once.
+    """A training case seen as padded to at least the patch size (the padding is virtual: it is
+    filled in per patch, so a memory-mapped case is never copied whole), with its foreground
+    voxels indexed once.
 
     Attributes:
         case_id: the case's id.
-        image: (C, D, H, W) float32 or float16 (e.g. a memory-mapped spilled sample, read a patch
-            at a time), each spatial size ≥ the patch size; patches are float32.
-        label: (1, D, H, W) uint8; padding holds `ignore_index`.
-        foreground: flat indices (into the (D, H, W) grid) of voxels with a class in 1..254,
-            never the ignore value; at most `MAX_FOREGROUND_INDEX` of them, an even draw when
-            there are more; may be empty.
+        image: (C, D, H, W) float32 or float16, unpadded (e.g. a memory-mapped spilled sample,
+            read a patch at a time); patches are float32, padding 0.
+        label: (1, D, H, W) uint8, unpadded; padding reads as `ignore_index`.
+        foreground: flat indices (int32 below 2^31 voxels) into the padded grid (`spatial`) of voxels with a
+            class in 1..254, never the ignore value; at most `MAX_FOREGROUND_INDEX` of them, an
+            even draw when there are more; may be empty.
         group: the sample's draw group (`TrainSample.group`).
+        pad_before: voxels of padding before the data on each spatial axis.
+        padded: (D', H', W'), the padded grid; None: the image's own (no padding).
+        ignore_index: the label of padded voxels.
     """
 
     case_id: str
@@ -64,31 +70,56 @@ class PatchSource:
     label: np.ndarray
     foreground: np.ndarray
     group: str = ""
+    pad_before: tuple[int, int, int] = (0, 0, 0)
+    padded: tuple[int, int, int] | None = None
+    ignore_index: int = 255
+
+    @property
+    def spatial(self) -> tuple[int, int, int]:
+        """(D', H', W'): the padded grid crops are drawn on."""
+        return self.padded if self.padded is not None else tuple(int(v) for v in self.image.shape[1:])  # type: ignore[return-value]
+
+    def patch(self, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The (C, *size) float32 image and (1, *size) uint8 label of the padded grid at `start`."""
+        lo = [int(a) - b for a, b in zip(start, self.pad_before)]  # in the unpadded data
+        inside = tuple(slice(max(l, 0), min(l + int(n), int(d))) for l, n, d in zip(lo, size, self.image.shape[1:]))
+        if all(sl.start == l and sl.stop == l + int(n) for sl, l, n in zip(inside, lo, size)):
+            return np.asarray(self.image[(slice(None), *inside)], dtype=np.float32), np.asarray(self.label[(slice(None), *inside)])
+        image = np.zeros((self.image.shape[0], *(int(n) for n in size)), np.float32)
+        label = np.full((1, *(int(n) for n in size)), self.ignore_index, np.uint8)
+        dst = tuple(slice(sl.start - l, sl.stop - l) for sl, l in zip(inside, lo))
+        image[(slice(None), *dst)] = self.image[(slice(None), *inside)]
+        label[(slice(None), *dst)] = self.label[(slice(None), *inside)]
+        return image, label
 
 
 def prepare_source(sample: TrainSample, patch_size: Sequence[int], ignore_index: int) -> PatchSource:
-    """Pad `sample` (image with 0, label with `ignore_index`) to at least `patch_size` and index it.
+    """`sample` seen padded (image with 0, label with `ignore_index`) to at least `patch_size`,
+    the padding split before/after, and its foreground indexed on that grid.
 
     Padded voxels are not anatomy, so they are ignored by the loss rather than called background.
-    Image padding is 0, as in sliding-window inference. A float16 or memory-mapped image is kept
-    as it is (no full-volume copy) unless it needs padding.
+    Image padding is 0, as in sliding-window inference. The arrays are kept as they are (a
+    float16 or memory-mapped image is never copied whole).
     """
-    spatial = sample.image.shape[1:]
-    pads = [max(int(p) - int(s), 0) for p, s in zip(patch_size, spatial)]
-    widths = [(0, 0)] + [(p // 2, p - p // 2) for p in pads]
+    spatial = [int(v) for v in sample.image.shape[1:]]
+    pads = [max(int(p) - s, 0) for p, s in zip(patch_size, spatial)]
+    before = tuple(p // 2 for p in pads)
+    padded = tuple(s + p for s, p in zip(spatial, pads))
     image = sample.image if sample.image.dtype in (np.float16, np.float32) else np.asarray(sample.image, np.float32)
     label = np.asarray(sample.label, dtype=np.uint8)
-    if any(pads):
-        image = np.pad(image, widths, mode="constant", constant_values=0.0)
-        label = np.pad(label, widths, mode="constant", constant_values=ignore_index)
     lab = label[0]
-    foreground = np.flatnonzero((lab >= 1) & (lab != ignore_index))
-    if foreground.size > MAX_FOREGROUND_INDEX:  # a CT's foreground can be 10^7 voxels: 8 bytes each
+    coords = np.nonzero((lab >= 1) & (lab != ignore_index))
+    foreground = np.ravel_multi_index(tuple(c + b for c, b in zip(coords, before)), padded)
+    del coords
+    if np.prod(padded, dtype=np.int64) < 2**31:
+        foreground = foreground.astype(np.int32)
+    if foreground.size > MAX_FOREGROUND_INDEX:  # a CT's foreground can be 10^7 voxels
         keep = np.random.default_rng(np.random.SeedSequence(list(sample.case_id.encode()))).choice(
             foreground.size, MAX_FOREGROUND_INDEX, replace=False
         )
         foreground = foreground[np.sort(keep)]
-    return PatchSource(sample.case_id, image, label, foreground, sample.group)
+    return PatchSource(sample.case_id, image, label, foreground, sample.group, before,  # type: ignore[arg-type]
+                       padded if any(pads) else None, ignore_index)
 
 
 def crop_start(
@@ -98,7 +129,7 @@ def crop_start(
     `fg_prob` (shifted to stay inside the volume), else uniform. An empty foreground falls back to
     a uniform crop (ASSFT, METHOD.md §4: the sampler must tolerate all-ignored pseudo-labels).
     """
-    spatial = np.asarray(source.image.shape[1:])
+    spatial = np.asarray(source.spatial)
     patch = np.asarray(patch_size)
     high = spatial - patch  # ≥ 0 after prepare_source
     use_fg = rng.random() < fg_prob
@@ -196,9 +227,7 @@ def sample_batch(
         else:
             src = sources[int(rng.integers(len(sources)))]
         z, y, x = crop_start(src, patch_size, fg_prob, rng)
-        d, h, w = (int(p) for p in patch_size)
-        img = np.asarray(src.image[:, z : z + d, y : y + h, x : x + w], dtype=np.float32)
-        lab = np.asarray(src.label[:, z : z + d, y : y + h, x : x + w])
+        img, lab = src.patch((z, y, x), patch_size)
         if augmentation is not None:
             img, lab = augment(img, lab, augmentation, rng)
         images.append(np.ascontiguousarray(img))

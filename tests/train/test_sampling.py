@@ -42,12 +42,31 @@ def test_only_ignore_falls_back_to_uniform_crops() -> None:
 def test_small_volume_is_padded_with_ignore() -> None:
     s = _sample((5, 20, 6))
     s.label[0, 2, 10, 3] = 1
+    s.image[0, 2, 10, 3] = 7.0
     src = prepare_source(s, (8, 8, 8), 255)
-    assert src.image.shape == (1, 8, 20, 8) and src.label.shape == (1, 8, 20, 8)
-    assert int((src.label == 255).sum()) == 8 * 20 * 8 - 5 * 20 * 6
-    assert src.label[0, 2 + 1, 10, 3 + 1] == 1  # padding split before/after: 3 -> 1 + 2, 2 -> 1 + 1
+    assert src.spatial == (8, 20, 8) and src.image is s.image  # padded on the fly, never copied whole
+    # Padding split before/after: 3 -> 1 + 2, 2 -> 1 + 1; the foreground is indexed on the padded grid.
+    assert src.foreground.tolist() == [np.ravel_multi_index((3, 10, 4), (8, 20, 8))]
+    img, lab = src.patch((0, 6, 0), (8, 8, 8))
+    assert int((lab == 255).sum()) == 8 * 8 * 8 - 5 * 8 * 6 and lab[0, 3, 4, 4] == 1 and img[0, 3, 4, 4] == 7.0
+    assert img.dtype == np.float32 and float(img[lab == 255].max()) == 0.0
     img, lab = sample_batch([src], 3, (8, 8, 8), 0.5, IntensityAugment.JITTER, step_rng(0, 0, 0))
     assert img.shape == (3, 1, 8, 8, 8) and lab.shape == (3, 1, 8, 8, 8) and lab.dtype == np.uint8
+
+
+def test_virtual_padding_gives_the_patches_of_a_padded_copy() -> None:
+    rng = np.random.default_rng(1)
+    s = TrainSample("s", rng.normal(size=(2, 5, 9, 6)).astype(np.float32),
+                    rng.integers(0, 3, size=(1, 5, 9, 6)).astype(np.uint8))
+    src = prepare_source(s, (8, 8, 8), 255)
+    widths = [(0, 0), (1, 2), (0, 0), (1, 1)]
+    image, label = np.pad(s.image, widths), np.pad(s.label, widths, constant_values=255)
+    assert np.array_equal(src.foreground, np.flatnonzero((label[0] >= 1) & (label[0] != 255)))
+    for start in [(0, 0, 0), (0, 1, 0), (0, 0, 0)]:
+        img, lab = src.patch(start, (8, 8, 8))
+        z, y, x = start
+        assert np.array_equal(img, image[:, z:z + 8, y:y + 8, x:x + 8])
+        assert np.array_equal(lab, label[:, z:z + 8, y:y + 8, x:x + 8])
 
 
 def test_batches_are_a_pure_function_of_seed_and_step() -> None:
