@@ -215,6 +215,8 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="phases to measure (default all)")
     p.add_argument("--shape", type=_positive, nargs=3, default=[512, 512, 240], metavar=("X", "Y", "Z"),
                    help="real-size case in voxels (default 512 512 240)")
+    p.add_argument("--more-shapes", type=_positive, nargs=3, action="append", metavar=("X", "Y", "Z"),
+                   help="measure the real-size phases again at this size too (repeatable), to see how they grow")
     p.add_argument("--classes", type=_positive, default=15, help="classes of the real-size case, background included")
     p.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.5], metavar=("X", "Y", "Z"),
                    help="voxel size of the synthetic scans in mm (default 0.8 0.8 1.5)")

@@ -7,16 +7,22 @@ kernel reports for that child (`os.wait4` rusage, `ru_maxrss`): the whole proces
 included, so a `baseline` child (imports only) is measured too. Phases:
 
     baseline   import the engine and torch, nothing else (the floor under every other number)
+    import     the case's folder read as a dataset and checked (`import_dataset` + `check_dataset`:
+               headers, label values, geometry)
     preprocess one real-size case, cold cache (`load_case`: written float16)
     metrics    Dice/HD95 of a real-size label against a shifted copy (`score_classes` alone)
+    train_step two optimiser steps of a tiny UNet on the real-size case (warm cache, ROI patches)
     evaluate   one real-size case end to end (`EvalCaseStream` + `evaluate`, warm cache), with a
                1×1×1 convolution that classifies intensities by their nearest structure HU
+    predict    `predict` with that convolution: preprocessing, sliding window, the label written
+               on the scan's own grid
     score      the scoring pass over a pool of N small cases (`LazyCases` + `score_cases`)
     ssft       an SSFT round over 2 labelled + N unlabelled small cases (1 + 1 steps, the default
                recipe): f_0's retention targets, the scoring pass of f_t^sup, pseudo-labels, R and
                the SSFT phase
 
-The JSON holds one row per (phase, N) with wall seconds and peak RSS in MiB, plus the machine,
+The real-size phases run at `--shape` and again at each `--more-shapes`. The JSON holds one row
+per (phase, shape, N) with wall seconds and peak RSS in MiB, plus the machine,
 the exact command and the load at start; a Markdown table is written beside it.
 """
 
@@ -37,7 +43,8 @@ import numpy as np
 
 SCALE_VERSION = 1
 ORIENTATIONS = ("LPS", "RAS")
-PHASES = ("baseline", "preprocess", "metrics", "evaluate", "score", "ssft")
+PHASES = ("baseline", "import", "preprocess", "metrics", "train_step", "evaluate", "predict", "score", "ssft")
+REAL_SIZE_PHASES = ("import", "preprocess", "metrics", "train_step", "evaluate", "predict")
 POOL_PHASES = ("score", "ssft")
 
 
@@ -174,12 +181,31 @@ def run_phase(spec: dict[str, Any]) -> dict[str, Any]:
     details: dict[str, Any] = {}
     if phase == "baseline":
         pass
-    elif phase in ("preprocess", "evaluate", "metrics"):
+    elif phase in REAL_SIZE_PHASES:
         from assft_core.data.io import load_label, spacing_from_affine
 
         cfg = _ct_preprocess(spec["model_spacing_mm"])
         record = CaseRecord("ct000", (Path(spec["image"]),), Path(spec["label"]), site="synthetic")
-        if phase == "preprocess":
+        if phase == "import":
+            from assft_core.data.importers import import_dataset
+            from assft_core.data.integrity import check_dataset
+
+            manifest = import_dataset(_as_nnunet_dataset(record, int(spec["n_classes"]), work))
+            reports = check_dataset(manifest, cfg=cfg)
+            details["cases"] = len(manifest.cases)
+            details["usable"] = sum(not r.errors for r in reports)
+        elif phase == "train_step":
+            details.update(_train_step(spec, record, cfg, work))
+        elif phase == "predict":
+            from assft_core.config import InferenceConfig
+            from assft_core.train.predict import predict
+
+            icfg = InferenceConfig(roi_size=tuple(spec["roi"]), device="cpu", sw_batch_size=1)
+            out = work / f"predicted-{time.time_ns()}"
+            (written,) = predict(nearest_hu_network(spec["n_classes"], cfg), [Path(spec["image"])], out,
+                                 preprocess_cfg=cfg, infer_cfg=icfg)
+            details["written_mib"] = written.stat().st_size / 2**20
+        elif phase == "preprocess":
             from assft_core.data.case_cache import load_case
 
             case = load_case(record, cfg, cache_dir=work / "cache")
@@ -208,6 +234,37 @@ def run_phase(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown scale phase {phase!r}; use one of {PHASES}.")
     details["wall_s"] = time.perf_counter() - t0
     return details
+
+
+def _as_nnunet_dataset(record: Any, n_classes: int, work: Path) -> Path:
+    """An nnU-Net v2 dataset folder holding the case (symbolic links) and its dataset.json."""
+    root = work / f"dataset-{time.time_ns()}"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "imagesTr" / "ct000_0000.nii").symlink_to(Path(record.image_paths[0]).resolve())
+    (root / "labelsTr" / "ct000.nii").symlink_to(Path(record.label_path).resolve())
+    labels = {"background": 0, **{f"structure_{k}": k for k in range(1, n_classes)}}
+    meta = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 1, "file_ending": ".nii"}
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    return root
+
+
+def _train_step(spec: dict[str, Any], record: Any, cfg: Any, work: Path) -> dict[str, Any]:
+    """Two optimiser steps of the tiny UNet on the real-size case (cached preprocessing), its
+    patch sources prepared as a round prepares them: what one labelled case costs in training."""
+    from assft_core.bench.cost import tiny_model
+    from assft_core.config import TrainConfig
+    from assft_core.data.case_cache import load_case
+    from assft_core.train.data import TrainData, TrainSample
+    from assft_core.train.trainer import train
+
+    case = load_case(record, cfg, cache_dir=work / "cache")
+    model = tiny_model(n_classes=int(spec["n_classes"]), seed=0)
+    sample = TrainSample(case.case_id, case.image, np.asarray(case.label, dtype=np.uint8))
+    del case
+    result = train(TrainConfig(steps=2, batch_size=2, patch_size=tuple(spec["roi"]), checkpoint_every=100,
+                               device="cpu"), model.network, TrainData([sample]), run_dir=work / f"train-{time.time_ns()}")
+    return {"loss": float(result.loss)}
 
 
 def _pool_phase(spec: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -302,15 +359,16 @@ def run_scale(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 
     if "baseline" in phases:
         measure({"phase": "baseline"}, n_cases=0)
-    big = [p for p in phases if p in ("preprocess", "metrics", "evaluate")]
-    if big:
+    big = [p for p in phases if p in REAL_SIZE_PHASES]
+    for shape in [args.shape, *(args.more_shapes or [])] if big else []:
         t = time.perf_counter()
-        image, label = write_synthetic_ct(work / "ct", "ct000", args.shape, args.classes, args.spacing, args.orientation)
-        log(f"wrote a {'×'.join(map(str, args.shape))} CT with {args.classes} classes in {time.perf_counter() - t:.0f} s")
-        spec = {"image": str(image), "label": str(label)}
-        for phase in ("preprocess", "metrics", "evaluate"):
+        name = "x".join(map(str, shape))
+        image, label = write_synthetic_ct(work / f"ct-{name}", "ct000", shape, args.classes, args.spacing, args.orientation)
+        log(f"wrote a {'×'.join(map(str, shape))} CT with {args.classes} classes in {time.perf_counter() - t:.0f} s")
+        spec = {"image": str(image), "label": str(label), "work": str(work / f"phases-{name}")}
+        for phase in REAL_SIZE_PHASES:
             if phase in big:
-                measure({**spec, "phase": phase}, n_cases=1, shape=list(args.shape), n_classes=args.classes)
+                measure({**spec, "phase": phase}, n_cases=1, shape=list(shape), n_classes=args.classes)
     pool = [p for p in phases if p in POOL_PHASES]
     if pool:
         pool_dir = work / "pool"

@@ -17,6 +17,7 @@ from assft_core.bench.scale import (
     markdown_table,
     measure_child,
     nearest_hu_network,
+    run_phase,
     write_synthetic_ct,
 )
 from assft_core.data.io import spacing_from_affine
@@ -46,6 +47,17 @@ def test_a_phase_runs_in_a_child_with_its_peak_rss(tmp_path: Path) -> None:
     assert row["peak_rss_mib"] > 50 and row["wall_s"] >= 0 and 0 <= row["mean_dice"] <= 1
 
 
+def test_the_import_train_step_and_predict_phases(tmp_path: Path) -> None:
+    # In this process (`run_phase` is what each child runs; the child itself is tested above).
+    image, label = write_synthetic_ct(tmp_path / "ct", "c", (24, 24, 16), 4, (1.5, 1.5, 1.5))
+    spec = {"work": str(tmp_path / "work"), "image": str(image), "label": str(label), "n_classes": 4,
+            "model_spacing_mm": [1.5] * 3, "roi": [16] * 3, "threads": torch.get_num_threads()}
+    imported = run_phase({**spec, "phase": "import"})
+    assert (imported["cases"], imported["usable"]) == (1, 1)
+    assert np.isfinite(run_phase({**spec, "phase": "train_step"})["loss"])
+    assert run_phase({**spec, "phase": "predict"})["written_mib"] > 0
+
+
 def test_growth_and_table() -> None:
     rows = [
         {"phase": "score", "n_cases": 4, "shape": [8, 8, 8], "n_classes": 3, "wall_s": 1.0, "peak_rss_mib": 600.0,
@@ -64,5 +76,7 @@ def test_growth_and_table() -> None:
 def test_the_cli_knows_the_scale_benchmark() -> None:
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
-    args = parser.parse_args(["bench", "scale", "--out", "x.json", "--pool-sizes", "2", "3"])
+    args = parser.parse_args(["bench", "scale", "--out", "x.json", "--pool-sizes", "2", "3",
+                              "--more-shapes", "128", "128", "128"])
     assert args.pool_sizes == [2, 3] and args.shape == [512, 512, 240] and args.classes == 15
+    assert args.more_shapes == [[128, 128, 128]]
