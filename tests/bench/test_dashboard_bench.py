@@ -37,7 +37,7 @@ def test_report_times_every_page_and_the_slice_moves(report) -> None:
     assert len(move["times_s"]) == len(move["cpu"]["times_s"]) == len(move["wall"]["times_s"]) == 2 and len(set(move["indices"])) == 2
     assert data["apptest_floor"]["median_s"] > 0
     assert data["project"] == {"pool_cases": 3, "built_s": data["project"]["built_s"], "synthetic": True}
-    assert "load average" in data["note"] and data["command"][:2] == ["assft", "bench"]
+    assert "load average" in data["note"] and data["command"] and data["machine"]["cpu_count"] >= 1
     assert all(f"| {name} |" in report["md"] for name in data["pages"])
 
 
