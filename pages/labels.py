@@ -48,8 +48,9 @@ def preview_panel(project: Project, case_id: str, uploaded: Any, key: str) -> bo
     start = int(np.median(fg[:, 2])) if len(fg) else depth // 2
     index = st.slider(f"Axial slice of {preview.file_name}", 0, depth - 1, start, key=f"preview-slice-{key}")
     fig = slice_figure(preview.image, axis=axial, index=index, affine=preview.affine, label=preview.label,
-                       opacity=0.45, class_names=project.classes)
-    fig.update_layout(title=f"{preview.file_name} over {case_id} · axial {index} / {depth - 1}", height=380)
+                       opacity=0.45, class_names=project.classes,
+                       layout={"title": {"text": f"{preview.file_name} over {case_id} · axial {index} / {depth - 1}"},
+                               "height": 380})
     st.plotly_chart(fig, key=f"preview-figure-{key}")
     st.caption(f"{preview.file_name} fits the image of {case_id}: nothing is stored until you press the button.")
     return True

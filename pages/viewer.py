@@ -103,6 +103,9 @@ def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, conve
         f"{axis.value.capitalize()} slice", 0, depth - 1, value=focus_slice(view, axis),
         key=f"viewer-{axis.value}-{view.case_id}",
     )
+    # A short title fits a third of the page; the left/right convention is the selector above.
+    # The legend under the plot, below the axis title, by each view (not only the last); one
+    # entropy colour bar for the three planes, on the last.
     fig = slice_figure(
         view.image[channel],
         axis=axis,
@@ -117,14 +120,11 @@ def plane(view: CaseView, axis: Axis, overlays: list[str], opacity: float, conve
         convention=convention,
         class_names=classes,
         label_style=LabelStyle.OUTLINE,
+        entropy_colour_bar=colour_bar,
+        layout={"title": {"text": f"{view.case_id} · {axis.value} {index} / {depth - 1}"}, "height": 600,
+                "showlegend": True, "margin": {"l": 10, "r": 10, "t": 40, "b": 200},
+                "legend": {"orientation": "h", "x": 0.0, "y": -0.16, "yanchor": "top", "font": {"size": 11}}},
     )
-    # A short title fits a third of the page; the left/right convention is the selector above.
-    # The legend under the plot, below the axis title, by each view (not only the last).
-    fig.update_layout(title=f"{view.case_id} · {axis.value} {index} / {depth - 1}", height=600, showlegend=True,
-                      legend={"orientation": "h", "x": 0.0, "y": -0.16, "yanchor": "top", "font": {"size": 11}},
-                      margin={"l": 10, "r": 10, "t": 40, "b": 200})
-    if not colour_bar:  # one entropy colour bar for the three planes, on the last; a legend by each
-        fig.update_traces(showscale=False, selector={"name": "entropy"})
     st.plotly_chart(fig, key=f"viewer-figure-{axis.value}")
 
 

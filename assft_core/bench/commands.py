@@ -237,9 +237,49 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_scale)
 
 
+def _run_dashboard(args: argparse.Namespace) -> int:
+    from assft_core.bench.dashboard import markdown_table, run_dashboard
+    from assft_core.fsutil import atomic_write_json, atomic_write_text
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise AssftError(f"{out} exists; choose another --out file or pass --force to replace it.")
+    report = run_dashboard(args)
+    atomic_write_json(out, report)
+    table = out.with_suffix(".md")
+    atomic_write_text(table, markdown_table(report))
+    print(markdown_table(report))
+    print(f"written: {out} and {table}")
+    return 0
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="the dashboard's page switches and slice moves, on a synthetic scored project of N cases",
+        description="Builds a synthetic scored project (N pool cases with scores and maps; nothing downloaded) or "
+        "opens --project, then runs every page under Streamlit's AppTest: a first run and --repeats fresh runs "
+        "per page (a page switch), and --moves slice moves on the Viewer. Server-side script time only, not the "
+        "browser's paint. JSON to --out and a Markdown table beside it.",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--cases", type=_positive, default=200, help="pool cases of the synthetic project (default 200)")
+    p.add_argument("--test-cases", type=_positive, default=8, help="test cases of the synthetic project (default 8)")
+    p.add_argument("--shape", type=_positive, nargs=3, default=[48, 48, 48], metavar=("X", "Y", "Z"),
+                   help="voxels of each synthetic case, 2 mm (default 48 48 48)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volumes and scores")
+    p.add_argument("--project", metavar="DIR", help="time this scored project instead of a synthetic one")
+    p.add_argument("--repeats", type=_positive, default=5, help="fresh runs per page after the first (default 5)")
+    p.add_argument("--moves", type=_positive, default=7, help="slice moves on the Viewer (default 7)")
+    p.add_argument("--timeout", type=float, default=120.0, help="AppTest's limit per page run, s (default 120)")
+    p.add_argument("--work", metavar="DIR", help="where the synthetic project goes (default: a temp folder, removed)")
+    p.set_defaults(func=_run_dashboard)
+
+
 # Benchmarks of the `bench` group; add a benchmark here.
 BENCH_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_cost, _add_strategies, _add_diagnose, _add_scale,
+    _add_cost, _add_strategies, _add_diagnose, _add_scale, _add_dashboard,
 )
 
 
@@ -247,7 +287,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `assft bench` and its benchmarks to the `assft` parser."""
     bench = subparsers.add_parser(
         "bench",
-        help="benchmarks: strategies, cost of phases, diagnose (why a round hurts), scale (memory)",
+        help="benchmarks: strategies, cost of phases, diagnose (why a round hurts), scale (memory), dashboard (speed)",
         description="Benchmarks: the cost of a phase against plain inference, and strategy comparisons.",
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")

@@ -10,9 +10,7 @@ peak on CUDA).
 
 from __future__ import annotations
 
-import logging
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +24,7 @@ import torch
 from assft_core.bench.memory import PeakMemory
 from assft_core.config import InferenceConfig, QueryConfig, TrainConfig
 from assft_core.data.records import PreprocessedCase
-from assft_core.errors import DataError, StateError
+from assft_core.errors import DataError
 from assft_core.models.loaded import LoadedModel
 
 
@@ -192,65 +190,27 @@ def measure_umap(n_points: int, dim: int, *, seed: int = 0) -> PhaseCost:
     )
 
 
-def dashboard_pages(root: Path | None = None) -> list[Path]:
-    """The dashboard's page files (`app.main.PAGES` that exist), from the repository at `root`.
-
-    Raises:
-        StateError: when the dashboard is not in this checkout (an installed wheel has no pages).
-    """
-    root = root or Path(__file__).resolve().parents[2]
-    if not (root / "app" / "main.py").is_file():
-        raise StateError(f"no dashboard at {root / 'app'}; the pages phase runs from a source checkout.")
-    if str(root) not in sys.path:  # pages import `app`, which is not an installed package
-        sys.path.insert(0, str(root))
-    from app.main import available_pages
-
-    return [path for path, _title, _icon in available_pages(root / "pages")]
-
-
 def measure_pages(project_dir: Path, *, repeats: int = 3, timeout_s: float = 120.0) -> PhaseCost:
-    """Run time of each dashboard page under AppTest on the project (`repeats` fresh runs each;
-    the first run of the first page also pays the imports and is kept apart in the details).
+    """Run time of each dashboard page under AppTest on the project (`dashboard.time_pages`: a
+    first run of each page, kept apart in the details, then `repeats` fresh runs).
 
     Raises:
         StateError: when `project_dir` is not a project, or there is no dashboard checkout.
     """
-    from streamlit.testing.v1 import AppTest
-
+    from assft_core.bench.dashboard import dashboard_pages, time_pages
     from assft_core.session.project import open_project
 
     open_project(project_dir)  # fails with the fix when it is not a project
-    # Setting session_state before a run is what AppTest is for; streamlit still warns about it
-    # (a filter, not a level: streamlit resets its loggers' levels when it loads its config).
-    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
-        lambda record: "missing ScriptRunContext" not in record.getMessage()
-    )
-    pages = dashboard_pages()
-    from app.ui import PROJECT_KEY
-
-    warm_up_s: float | None = None
-    per_page: dict[str, dict[str, Any]] = {}
-    all_times: list[float] = []
-    cpu = torch.device("cpu")
-    main_module = sys.modules["__main__"]  # AppTest leaves it at the page it ran: restored below
-    try:
-        with PeakMemory(cpu) as mem:
-            for page in pages:
-                times, errors = [], []
-                for _ in range(repeats + (1 if warm_up_s is None else 0)):
-                    at = AppTest.from_file(str(page), default_timeout=timeout_s)
-                    at.session_state[PROJECT_KEY] = str(project_dir)
-                    seconds = _timed(at.run, cpu)
-                    errors = [str(e.value) for e in at.exception]
-                    if warm_up_s is None:
-                        warm_up_s = seconds
-                        continue
-                    times.append(seconds)
-                per_page[page.stem] = {"median_s": statistics.median(times), "times_s": times, "exceptions": errors}
-                all_times += times
-    finally:
-        sys.modules["__main__"] = main_module
+    with PeakMemory(torch.device("cpu")) as mem:
+        per_page = time_pages(project_dir, dashboard_pages(), repeats=repeats, timeout_s=timeout_s)
+    # A page load here is AppTest's wall time (as this phase always measured); the script's
+    # own seconds (`assft bench dashboard`'s number) are in the details.
+    all_times = [t for page in per_page.values() for t in page["wall"]["times_s"]]
+    first = {name: page["wall"]["first_s"] for name, page in per_page.items()}
     return PhaseCost(
         "pages", "page load", statistics.median(all_times), all_times, mem.peak_mib, mem.method, None,
-        {"project": str(project_dir), "first_load_s": warm_up_s, "pages": per_page},
+        {"project": str(project_dir), "first_load_s": next(iter(first.values()), None), "first_run_s": first,
+         "pages": {name: {"median_s": page["wall"]["median_s"], "times_s": page["wall"]["times_s"],
+                          "script_median_s": page["median_s"], "exceptions": page["exceptions"]}
+                   for name, page in per_page.items()}},
     )

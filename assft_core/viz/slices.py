@@ -21,6 +21,7 @@ they line up with the image by construction; tests check it against a known cube
 from __future__ import annotations
 
 import enum
+import functools
 import math
 
 import nibabel as nib
@@ -126,12 +127,22 @@ def to_ras(volume: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, t
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise ValueError(f"slice viewer: affine must be (4, 4), got {affine.shape}")
+    transform, ras_sizes = _ras_orientation(affine.tobytes())
+    return nib.orientations.apply_orientation(volume, transform), ras_sizes
+
+
+@functools.lru_cache(maxsize=64)
+def _ras_orientation(affine_bytes: bytes) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(3, 2) nibabel orientation transform to RAS+ and the RAS voxel sizes of a float64 (4, 4)
+    affine's bytes. Cached: `io_orientation` is an SVD, and a figure reorients every overlay of
+    every plane on every rerun with the same affine."""
+    affine = np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4)
     ornt = nib.orientations.io_orientation(affine)
     transform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
-    sizes = nib.affines.voxel_sizes(affine)
     ras_sizes = np.empty(3)
-    ras_sizes[transform[:, 0].astype(int)] = sizes  # input axis i becomes RAS axis transform[i, 0]
-    return nib.orientations.apply_orientation(volume, transform), tuple(float(s) for s in ras_sizes)
+    ras_sizes[transform[:, 0].astype(int)] = nib.affines.voxel_sizes(affine)  # input axis i -> RAS axis transform[i, 0]
+    transform.setflags(write=False)  # shared by every caller
+    return transform, (float(ras_sizes[0]), float(ras_sizes[1]), float(ras_sizes[2]))
 
 
 def n_slices(shape: tuple[int, int, int], axis: Axis | str, affine: np.ndarray | None = None) -> int:
@@ -145,8 +156,7 @@ def n_slices(shape: tuple[int, int, int], axis: Axis | str, affine: np.ndarray |
     axis = Axis(axis)
     if affine is None:
         return int(shape[_SLICE_AXIS[axis]])
-    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
-    transform = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
+    transform, _ = _ras_orientation(np.asarray(affine, dtype=np.float64).tobytes())
     source_axis = int(np.flatnonzero(transform[:, 0] == _SLICE_AXIS[axis])[0])
     return int(shape[source_axis])
 
@@ -168,6 +178,8 @@ def slice_figure(
     window: tuple[float, float] | None = None,
     class_names: dict[int, str] | None = None,
     label_style: LabelStyle | str = LabelStyle.FILL,
+    entropy_colour_bar: bool = True,
+    layout: dict | None = None,
 ) -> go.Figure:
     """One slice of a volume with optional overlays (see the module docstring for orientation).
 
@@ -203,6 +215,10 @@ def slice_figure(
             0.5 / 99.5 percentiles.
         class_names: class index → name for the legend (default "class k").
         label_style: "fill" (as the prediction) or "outline" (one outline per class).
+        entropy_colour_bar: draw the entropy's colour bar (off: one bar for several plots).
+        layout: plotly layout settings set over the defaults, top-level keys replaced (e.g.
+            `{"title": ..., "height": 600}`): given here rather than by `fig.update_layout`
+            afterwards, which costs about as much as building the figure.
 
     Returns:
         The figure; x/y in mm, equal scaling.
@@ -238,7 +254,7 @@ def slice_figure(
 
     lo, hi = window if window is not None else _percentile_window(volume)
     gray = np.clip((plane(volume).astype(np.float32) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    fig = go.Figure(
+    traces: list[go.BaseTraceType] = [
         go.Heatmap(
             z=np.round(gray * 255).astype(np.uint8),
             x=x,
@@ -250,22 +266,22 @@ def slice_figure(
             name="image",
             hovertemplate="x %{x:.1f} mm, y %{y:.1f} mm<extra></extra>",
         )
-    )
+    ]
     outline = LabelStyle(label_style) is LabelStyle.OUTLINE
     if label is not None and not outline:
-        fig.add_traces(_label_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, "label", opacity, class_names))
+        traces += _label_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, "label", opacity, class_names)
     if prediction is not None:
         cut = plane(to_ras(np.asarray(prediction), affine)[0])
-        fig.add_traces(_label_traces(cut, x, y, "prediction", opacity, class_names))
+        traces += _label_traces(cut, x, y, "prediction", opacity, class_names)
     if errors is not None:
-        fig.add_traces(_error_traces(plane(to_ras(np.asarray(errors), affine)[0]), x, y, opacity))
+        traces += _error_traces(plane(to_ras(np.asarray(errors), affine)[0]), x, y, opacity)
     if label is not None and outline:
-        fig.add_traces(_outline_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, class_names))
+        traces += _outline_traces(plane(to_ras(np.asarray(label), affine)[0]), x, y, class_names)
     if entropy is not None:
-        fig.add_trace(_entropy_trace(plane(to_ras(np.asarray(entropy), affine)[0]), x, y, opacity))
+        traces.append(_entropy_trace(plane(to_ras(np.asarray(entropy), affine)[0]), x, y, opacity, entropy_colour_bar))
     if roi is not None:
         mask = plane(to_ras(np.asarray(roi, dtype=bool), affine)[0]).astype(np.uint8)
-        fig.add_trace(
+        traces.append(
             go.Contour(
                 z=mask,
                 x=x,
@@ -278,9 +294,10 @@ def slice_figure(
                 hoverinfo="skip",
             )
         )
-        fig.add_trace(_legend_line("ROI: predicted anatomy, dilated (ASD region)", ROI_COLOUR, "ROI"))
-    _layout(fig, axis, convention, h_axis, v_axis, index, depth)
-    return fig
+        traces.append(_legend_line("ROI: predicted anatomy, dilated (ASD region)", ROI_COLOUR, "ROI"))
+    # One constructor call: `update_layout` / `update_xaxes` on a figure with traces cost about
+    # as much as building every trace (plotly's relayout machinery), and a slice move pays it.
+    return go.Figure(data=traces, layout={**_layout(axis, convention, h_axis, v_axis, index, depth), **(layout or {})})
 
 
 def _percentile_window(volume: np.ndarray) -> tuple[float, float]:
@@ -382,7 +399,7 @@ def _error_traces(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float)
     return traces
 
 
-def _entropy_trace(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float) -> go.Heatmap:
+def _entropy_trace(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float, colour_bar: bool) -> go.Heatmap:
     """Entropy heatmap: an opaque sequential scale (dark violet → yellow), voxels below
     `ENTROPY_FLOOR` undrawn so certain voxels leave the image visible."""
     h = np.clip(cut.astype(np.float32), 0.0, 1.0)
@@ -395,37 +412,28 @@ def _entropy_trace(cut: np.ndarray, x: np.ndarray, y: np.ndarray, opacity: float
         colorscale=ENTROPY_SCALE,
         opacity=opacity,
         name="entropy",
+        showscale=colour_bar,
         colorbar={"title": {"text": "entropy H"}, "tickvals": [0, 0.5, 1], "thickness": 12},
         hovertemplate="entropy %{z:.2f}<extra></extra>",
         hoverongaps=False,
     )
 
 
-def _layout(fig: go.Figure, axis: Axis, convention: Convention, h_axis: int, v_axis: int, index: int, depth: int) -> None:
+def _layout(axis: Axis, convention: Convention, h_axis: int, v_axis: int, index: int, depth: int) -> dict:
+    """The figure's layout: title, margins, legend, and the two axes in mm (equal scaling)."""
     # Axis 0 runs L→R, so radiological display (patient's left on the viewer's right) reverses
     # the x axis; sagittal's x is axis 1 (P→A), reversed to put anterior on the left.
     reverse_x = (h_axis == 0 and convention is Convention.RADIOLOGICAL) or h_axis == 1
     low, high = _AXIS_LETTERS[h_axis]
     left, right = (high, low) if reverse_x else (low, high)
     v_low, v_high = _AXIS_LETTERS[v_axis]
-    fig.update_layout(
-        title=f"{axis.value} slice {index} / {depth - 1} ({convention.value if h_axis == 0 else 'anterior left'})",
-        margin={"l": 10, "r": 10, "t": 40, "b": 80},  # room below for the class legend
-        plot_bgcolor="black",
-        legend={"orientation": "h", "x": 0.0, "y": -0.1, "yanchor": "top"},
-    )
-    fig.update_xaxes(
-        title={"text": f"{left} ← mm → {right}"},
-        autorange="reversed" if reverse_x else True,
-        showgrid=False,
-        zeroline=False,
-        constrain="domain",
-    )
-    fig.update_yaxes(
-        title={"text": f"{v_low} ← mm → {v_high}"},
-        scaleanchor="x",
-        scaleratio=1,
-        showgrid=False,
-        zeroline=False,
-        constrain="domain",
-    )
+    return {
+        "title": {"text": f"{axis.value} slice {index} / {depth - 1} ({convention.value if h_axis == 0 else 'anterior left'})"},
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 80},  # room below for the class legend
+        "plot_bgcolor": "black",
+        "legend": {"orientation": "h", "x": 0.0, "y": -0.1, "yanchor": "top"},
+        "xaxis": {"title": {"text": f"{left} ← mm → {right}"}, "autorange": "reversed" if reverse_x else True,
+                  "showgrid": False, "zeroline": False, "constrain": "domain"},
+        "yaxis": {"title": {"text": f"{v_low} ← mm → {v_high}"}, "scaleanchor": "x", "scaleratio": 1,
+                  "showgrid": False, "zeroline": False, "constrain": "domain"},
+    }
