@@ -207,7 +207,7 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
         help="time and peak RSS per phase on a real-size synthetic CT and as the pool grows",
         description="Writes synthetic CT cases (int16 HU, uint8 labels, ellipsoid structures) and measures each "
         "phase in its own child process: wall time and peak resident set (the child's ru_maxrss, imports included; "
-        "the baseline phase is the floor). Real-size phases (preprocess, metrics, evaluate) use one --shape case; "
+        "the baseline phase is the floor). Real-size phases (import, preprocess, metrics, train_step, evaluate, predict) use one --shape case (and one per --more-shapes); "
         "pool phases (score, ssft) run for each --pool-sizes N. JSON to --out and a Markdown table beside it.",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")

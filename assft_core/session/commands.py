@@ -222,8 +222,13 @@ def _status(args: argparse.Namespace) -> int:
 
     history = rounds.list_rounds(project)
     changes = {c.round: c for c in round_changes(project)}
+    tries = rounds.reopenings(project)
     print()
     for past in history:
+        for earlier in tries.get(past.idx, []):
+            mean = (earlier.get("earlier_metrics") or {}).get("mean_dice")
+            print(f"round {past.idx}: fine-tuned again; the earlier model is kept in {earlier.get('earlier_model')}"
+                  + (f" (its test mean Dice {mean:.3f})" if isinstance(mean, (int, float)) else ""))
         if past.idx in changes:
             print(f"round {past.idx}: {past.state.value}, {past.metrics.get('labelled', '?')} labelled "
                   f"(recipe {past.metrics.get('recipe') or 'paper'}); test Dice {changes[past.idx].before} → "

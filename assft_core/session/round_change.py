@@ -119,7 +119,7 @@ def compare_evaluations(
     if before is None:
         fix = "evaluate it (`assft evaluate --baseline`, or the Project page)" if round_idx == 0 else "evaluate it"
         return RoundChange(
-            round_idx, *names, None, None, comparable=False,
+            round_idx, *names, None, _mean(after) if after.get("evaluated_on") == ON_TEST else None, comparable=False,
             note=f"Round {round_idx}: the {model_name(round_idx)} has no stored test evaluation, so the change per site cannot be "
             f"shown yet: {fix}.",
         )
@@ -155,7 +155,8 @@ def round_changes(project: Project) -> list[RoundChange]:
 def format_change(change: RoundChange, *, indent: str = "  ") -> str:
     """A terminal table of one round's change, then its sentences."""
     if not change.comparable:
-        return indent + change.note
+        shown = f"{indent}mean Dice of {change.after}: {dice_text(change.mean_after)}\n" if change.mean_after is not None else ""
+        return shown + indent + change.note
     lines = [f"{indent}{'site':<10} {change.before:>7} {change.after:>7} {'change':>7}"]
     for row in change.rows():
         before, after, delta = row[change.before], row[change.after], row["change"]

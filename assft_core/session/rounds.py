@@ -298,6 +298,21 @@ def reopen_for_training(project: Project, earlier_model: str | None) -> RoundInf
     return current_round(project)
 
 
+def reopenings(project: Project) -> dict[int, list[dict[str, Any]]]:
+    """Round index -> the earlier tries of a round fine-tuned again, oldest first: each the
+    payload of its "reopened for training" event ("earlier_model", "earlier_checkpoint",
+    "earlier_metrics")."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    with store.reading(project.db) as conn:
+        rows = conn.execute(
+            "SELECT payload FROM events WHERE kind = 'round' AND message LIKE '% reopened for training' ORDER BY id"
+        ).fetchall()
+    for (payload,) in rows:
+        data = json.loads(payload)
+        out.setdefault(int(data["round"]), []).append(data)
+    return out
+
+
 def mark_evaluated(project: Project, metrics: Mapping[str, Any]) -> RoundInfo:
     """Record the test-set metrics of this round's model (from `trained`).
 

@@ -94,3 +94,6 @@ def test_cli_train_again_moves_the_model_aside_and_trains_with_the_new_settings(
     assert "the earlier model is kept in" in out and "round-000-earlier-1" in out
     assert seen[0]["supervised_steps"] == 5 and seen[0]["round"] == 0
     assert rounds.current_round(p).state is RoundState.LABELLED  # the fake job trains nothing
+    assert main(["status", "-p", folder]) == 0
+    assert "round 0: fine-tuned again; the earlier model is kept in artifacts/models/round-000-earlier-1" in (
+        capsys.readouterr().out)

@@ -38,3 +38,5 @@ def test_a_biased_evaluation_is_not_compared() -> None:
     assert not change.comparable and "cannot be shown" in change.sentences()[0]
     missing = compare_evaluations(0, None, _ev(0.6, {"A": 0.6}))
     assert not missing.comparable and "assft evaluate --baseline" in missing.sentences()[0]
+    # The new model's own mean still shows in the terminal table when f_0 has no evaluation.
+    assert format_change(missing).splitlines()[0] == "  mean Dice of f₁: 0.600"
