@@ -322,7 +322,7 @@ def _train(
         "unlabelled": len(cases.unlabelled),
         "admitted": len(admitted),
         "admitted_ids": admitted,
-        "ssft_mode": request.ssft_mode.value,
+        "ssft_mode": (report or {}).get("mode", request.ssft_mode.value),  # `none` when S_u was 0
         "ssft_warnings": report["warnings"] if report else [],
         "ssft_cases": _case_rows(report),
         "pseudo_labels": (report or {}).get("pseudo_summary"),

@@ -3,7 +3,8 @@
     f_t ─ supervised phase (S steps on L) ─▶ f_t^sup ─ scoring pass over L ∪ U\\L ─▶ c, s, r,
         pseudo-labels ─ R (mode) ─▶ SSFT phase (S_u steps on L ∪ R) ─▶ f_{t+1}
 
-Mode `none` stops at f_t^sup (no scoring pass, no SSFT steps). An empty R (or one whose every
+Mode `none` stops at f_t^sup (no scoring pass, no SSFT steps); so does any mode given 0 SSFT
+steps (S_u = 0: no R is selected for nothing). An empty R (or one whose every
 pseudo-label is all-ignored) still runs the S_u SSFT steps, on L alone, and the report says so.
 
 Layout of `run_dir` (each phase resumes from its folder; a killed run continues in the phase it
@@ -172,6 +173,9 @@ def run_round_training(
         StateError: `run_dir` holds a round made with other cases or settings.
         TrainingDiverged: the loss became NaN or infinite.
     """
+    if int(ssft_cfg.ssft_steps) == 0 and SSFTMode(ssft_cfg.mode) is not SSFTMode.NONE:
+        # No SSFT step to train: selecting R would cost a scoring pass of the pool for nothing.
+        ssft_cfg = dataclasses.replace(ssft_cfg, mode=SSFTMode.NONE)
     mode = SSFTMode(ssft_cfg.mode)
     run_dir = Path(run_dir)
     try:

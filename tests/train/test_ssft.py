@@ -129,6 +129,12 @@ def test_none_mode_returns_the_supervised_model_unchanged(tmp_path: Path) -> Non
     assert events == [] and _same(_weights(again.network), _weights(result.network))
 
 
+def test_zero_ssft_steps_skips_the_selection_as_mode_none_does(tmp_path: Path) -> None:
+    result, events = _run(tmp_path, mode=SSFTMode.SELECTIVE, ssft_steps=0)
+    assert result.ssft is None and result.report is not None and result.report.mode is SSFTMode.NONE
+    assert not (tmp_path / "selection" / "scores").exists() and {e.phase for e in events} == {"supervised"}
+
+
 def test_resume_across_phases_gives_the_uninterrupted_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full, _ = _run(tmp_path / "full", tau_v=0.0)
     expected = _weights(full.network)
