@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from assft_core.config import SSFTMode
 from assft_core.errors import AssftError
@@ -184,19 +185,34 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_diagnose)
 
 
-def _run_scale(args: argparse.Namespace) -> int:
-    from assft_core.bench.scale import markdown_table, run_scale
+def _write_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    markdown_table: Callable[[dict[str, Any]], str],
+    *,
+    show_table: bool = False,
+) -> int:
+    """Run a benchmark whose result is one JSON report: refuse to replace `--out` without
+    `--force` (before any work), write the JSON and its Markdown table beside it."""
     from assft_core.fsutil import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise AssftError(f"{out} exists; choose another --out file or pass --force to replace it.")
-    report = run_scale(args)
+    report = run(args)
     atomic_write_json(out, report)
     table = out.with_suffix(".md")
     atomic_write_text(table, markdown_table(report))
+    if show_table:
+        print(markdown_table(report))
     print(f"written: {out} and {table}")
     return 0
+
+
+def _run_scale(args: argparse.Namespace) -> int:
+    from assft_core.bench.scale import markdown_table, run_scale
+
+    return _write_report(args, run_scale, markdown_table)
 
 
 def _add_scale(sub: argparse._SubParsersAction) -> None:
@@ -239,18 +255,8 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
 
 def _run_dashboard(args: argparse.Namespace) -> int:
     from assft_core.bench.dashboard import markdown_table, run_dashboard
-    from assft_core.fsutil import atomic_write_json, atomic_write_text
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise AssftError(f"{out} exists; choose another --out file or pass --force to replace it.")
-    report = run_dashboard(args)
-    atomic_write_json(out, report)
-    table = out.with_suffix(".md")
-    atomic_write_text(table, markdown_table(report))
-    print(markdown_table(report))
-    print(f"written: {out} and {table}")
-    return 0
+    return _write_report(args, run_dashboard, markdown_table, show_table=True)
 
 
 def _add_dashboard(sub: argparse._SubParsersAction) -> None:
