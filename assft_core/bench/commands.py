@@ -185,6 +185,12 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_diagnose)
 
 
+def _report_output_options(p: argparse.ArgumentParser) -> None:
+    """`--out FILE` and `--force`, the options `_write_report` reads."""
+    p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+
+
 def _write_report(
     args: argparse.Namespace,
     run: Callable[[argparse.Namespace], dict[str, Any]],
@@ -226,8 +232,7 @@ def _add_scale(sub: argparse._SubParsersAction) -> None:
         "the baseline phase is the floor). Real-size phases (import, preprocess, metrics, train_step, evaluate, predict) use one --shape case (and one per --more-shapes); "
         "pool phases (score, ssft) run for each --pool-sizes N. JSON to --out and a Markdown table beside it.",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _report_output_options(p)
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES), help="phases to measure (default all)")
     p.add_argument("--shape", type=_positive, nargs=3, default=[512, 512, 240], metavar=("X", "Y", "Z"),
                    help="real-size case in voxels (default 512 512 240)")
@@ -268,8 +273,7 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
         "per page (a page switch), and --moves slice moves on the Viewer. Server-side script time only, not the "
         "browser's paint. JSON to --out and a Markdown table beside it.",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="result JSON (a .md table is written beside it)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _report_output_options(p)
     p.add_argument("--cases", type=_positive, default=200, help="pool cases of the synthetic project (default 200)")
     p.add_argument("--test-cases", type=_positive, default=8, help="test cases of the synthetic project (default 8)")
     p.add_argument("--shape", type=_positive, nargs=3, default=[48, 48, 48], metavar=("X", "Y", "Z"),

@@ -225,12 +225,11 @@ def reopen_round(project: Project) -> Path | None:
     """
     from assft_core.session import jobs  # jobs imports the job modules, this one among them
 
-    rounds.check_state(project, {RoundState.TRAINED, RoundState.EVALUATED}, "fine-tune the round again")
+    idx = rounds.check_state(project, {RoundState.TRAINED, RoundState.EVALUATED}, "fine-tune the round again")
     for kind in ("train", "evaluate"):
         active = jobs.active_job_id(project, kind)
         if active is not None:
             raise StateError(f"cannot fine-tune the round again: job #{active} ({kind}) is active; wait or cancel it first.")
-    idx = rounds.current_round(project).idx
     model_dir = workspace.round_model_dir(project, idx)
     earlier: Path | None = None
     if model_dir.exists():
