@@ -43,6 +43,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "assft_core.session.jobs",
     "assft_core.session.model_views",
     "assft_core.session.paths",
+    "assft_core.session.pick_words",
     "assft_core.session.progress",
     "assft_core.session.project",
     "assft_core.session.query",

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from assft_core.session.estimate import Estimate
+from assft_core.session.pick_words import nearest_case
 from assft_core.session.progress import read_progress_events  # noqa: F401 (the pages read it from here)
 from assft_core.session.rounds import RoundInfo, RoundState
 
@@ -105,64 +106,6 @@ def describe_pick(explanation: Mapping[str, Any]) -> list[str]:
     if e.get("note"):
         lines.append(f"Note: {e['note']}.")
     return lines
-
-
-def nearest_case(explanation: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The case a pick's diversity was measured against and its kind ("labelled" / "picked").
-
-    The nearest case of S when the pick was made (`nearest_id`, `nearest_kind`); explanations
-    stored before that was recorded name the nearest labelled case only.
-    """
-    if explanation.get("nearest_id"):
-        return str(explanation["nearest_id"]), str(explanation.get("nearest_kind") or "labelled")
-    nearest = explanation.get("nearest_labelled_id")
-    return (str(nearest), "labelled") if nearest else (None, None)
-
-
-def _than(rank: Any) -> str:
-    """A percentile rank as "83 %" ("any other" at the top: the rank counts the case itself)."""
-    share = 100.0 * float(rank)
-    return "any other" if share >= 99.5 else f"{share:.0f} %"
-
-
-def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -> str:
-    """One sentence for clinicians on why a case was picked: no symbols, the terms its strategy uses.
-
-    The terms come from the stored criterion (k̂: unlike the training data; â / ASD / entropy:
-    the model unsure of its outline; δ / DIV: unlike the cases already chosen); the formula
-    itself is `describe_pick`'s.
-
-    Args:
-        case_id: the pick.
-        strategy: the strategy's registered name.
-        explanation: the stored explanation (see `describe_pick`).
-    """
-    e = dict(explanation)
-    if strategy == "random":
-        return f"{case_id} was drawn at random (a baseline that ignores the scores)."
-    criterion = str(e.get("criterion") or "")
-    reasons = []
-    if ("â" in criterion or "ASD" in criterion or "entropy" in criterion) and e.get("asd_rank") is not None \
-            and e.get("asd") is not None:
-        than = _than(e["asd_rank"])
-        reasons.append("the model is less sure of its outline here than on "
-                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
-    if "k̂" in criterion and e.get("kg_rank") is not None and e.get("kg") is not None:
-        than = _than(e["kg_rank"])
-        reasons.append("the scan looks less like the images the model learned from than "
-                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
-    nearest, kind = nearest_case(e)
-    uses_diversity = "δ" in criterion or "DIV" in criterion
-    if uses_diversity and nearest:
-        whose = "picked earlier this round" if kind == "picked" else "already labelled"
-        reasons.append(f"it adds variety: even the most similar case already chosen, {nearest} ({whose}), "
-                       "differs from it")
-    elif uses_diversity:
-        reasons.append("no case was labelled or chosen yet, so similarity to other cases did not count")
-    if not reasons:
-        return f"{case_id} was picked by {strategy}: {criterion or 'its score'} ranked it highest."
-    text = reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + ", and " + reasons[-1]
-    return f"{case_id} was picked because {text}."
 
 
 # Explanation key -> column header of the picks table (METHOD.md §1–§3 symbols).

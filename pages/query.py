@@ -8,12 +8,13 @@ import streamlit as st
 
 from app.case_views import cached_thumbnail, open_in_viewer, table_key
 from app.jobs_widget import is_active, job_panel, start_job
-from app.presenters import describe_estimate, describe_pick, pick_numbers, pick_sentence
+from app.presenters import describe_estimate, describe_pick, pick_numbers
 from app.ui import STATE_WORDS, guard, next_step, require_project, round_banner
 from assft_core.query.strategies import get_strategy, list_strategies
 from assft_core.query.table import ScoreTable
 from assft_core.session import labels, rounds
 from assft_core.session.estimate import round_estimate, scoring_estimate
+from assft_core.session.pick_words import pick_sentence
 from assft_core.session.project import Project
 from assft_core.session.query import next_in_line, pick_contexts, propose_round, swap_pick
 from assft_core.session.rounds import QueryStatus, RoundInfo, RoundState

@@ -36,7 +36,9 @@ class CacheUsage:
     """How much disk the preprocessing cache takes.
 
     Attributes:
-        entries: cached cases (one entry per content: image files, label and settings).
+        entries: cached preprocessed cases. An entry is keyed by content (image files, label and
+            settings), so a case whose label was replaced, or that was preprocessed with other
+            settings, has one entry per version: this is not the number of cases.
         total_bytes: their size on disk in bytes.
         limit_bytes: the project's limit in bytes, or None (no limit).
         legacy_entries: those of them in the previous format (image float32), converted to the
@@ -49,14 +51,14 @@ class CacheUsage:
     legacy_entries: int = 0
 
     @property
-    def per_case_bytes(self) -> float | None:
-        """Mean size of an entry in bytes (None when the cache is empty)."""
+    def per_entry_bytes(self) -> float | None:
+        """Mean size of an entry (one preprocessed case) in bytes (None when the cache is empty)."""
         return self.total_bytes / self.entries if self.entries else None
 
     def describe(self) -> str:
-        """One line for `assft status`, e.g. "preprocessing cache: 3 case(s), 140.0 MB (46.7 MB per case); no limit"."""
+        """One line for `assft status`, e.g. "preprocessing cache: 3 entries, 140.0 MB (46.7 MB per case); no limit"."""
         size = f"{self.total_bytes / 1e6:.1f} MB"
-        per = f" ({self.per_case_bytes / 1e6:.1f} MB per case)" if self.per_case_bytes else ""
+        per = f" ({self.per_entry_bytes / 1e6:.1f} MB per case)" if self.per_entry_bytes else ""
         limit = (
             f"limit {self.limit_bytes / _GB:g} GB (least recently used entries are deleted)"
             if self.limit_bytes is not None
@@ -67,7 +69,8 @@ class CacheUsage:
             if self.legacy_entries
             else ""
         )
-        return f"preprocessing cache: {self.entries} case(s), {size}{per}; {limit}{old}"
+        count = f"{self.entries} entr{'y' if self.entries == 1 else 'ies'}"
+        return f"preprocessing cache: {count}, {size}{per}; {limit}{old}"
 
 
 def cache_usage(folder: Path, limit_bytes: int | None = None) -> CacheUsage:

@@ -18,6 +18,7 @@ from pathlib import Path
 from assft_core.config import ProjectConfig, from_dict
 from assft_core.errors import StateError
 from assft_core.session import jobs, labels, rounds
+from assft_core.session.pick_words import pick_sentence
 from assft_core.session.project import (
     Project,
     create_project,
@@ -300,7 +301,8 @@ def _print_jobs(rows: list[jobs.JobInfo]) -> None:
 
 def _print_queries(queries: list[rounds.Query]) -> None:
     """Each pick with the numbers behind it (METHOD.md §3: score, KG and its rank, ASD and its rank,
-    diversity δ, nearest labelled case)."""
+    diversity δ, nearest labelled case), then why each was picked in plain words (the sentence the
+    Query page shows)."""
 
     def num(key: str) -> str:
         value = q.explanation.get(key)
@@ -312,6 +314,8 @@ def _print_queries(queries: list[rounds.Query]) -> None:
         print(f"#{q.rank:<4} {q.case_id:<24} {q.status.value:<9} {num('score'):>6} {num('kg'):>6} "
               f"{num('kg_rank'):>6} {num('asd'):>6} {num('asd_rank'):>6} {num('delta'):>6}  "
               f"{q.explanation.get('nearest_labelled_id') or '–'}")
+    for q in queries:
+        print(f"  why #{q.rank}: {pick_sentence(q.case_id, q.strategy, q.explanation)}")
     notes = sorted({term for q in queries for term in q.explanation.get("unavailable") or []})
     for note in notes:
         print(f"note: {note}")

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from app.presenters import (
-    pick_sentence,
     HistoryPoint,
     dataset_summary,
     describe_pick,
@@ -19,6 +18,7 @@ from app.presenters import (
     read_progress_events,
     round_history,
 )
+from assft_core.session.pick_words import pick_sentence
 from assft_core.session.rounds import RoundInfo, RoundState
 
 

@@ -47,6 +47,9 @@ def test_cli_round_end_to_end(tmp_path: Path, scored_template: tuple[Path, CliRu
     project = open_project(root)
     picked = [q.case_id for q in rounds.list_queries(project)]
     assert len(picked) == 2 and not set(picked) & test_ids
+    # Each pick is explained in the Query page's plain sentence, not only by its numbers.
+    for rank, case_id in enumerate(picked, start=1):
+        assert f"why #{rank}: {case_id} was picked because" in run.out
 
     assert run_cli("approve", "-p", root, "--all").code == 0
     run = run_cli("label", "-p", root, "--oracle")

@@ -33,7 +33,7 @@ def test_prune_deletes_least_recently_used_first_and_keeps_the_one_in_use(tmp_pa
     for i, name in enumerate("abcd"):
         _entry(tmp_path, name, 100, 1000.0 + i)  # a used longest ago
     (tmp_path / ".tmp123.tmp").write_bytes(b"y" * 1000)  # a write in progress: not an entry
-    assert cache_usage(tmp_path).entries == 4 and cache_usage(tmp_path).per_case_bytes == 100
+    assert cache_usage(tmp_path).entries == 4 and cache_usage(tmp_path).per_entry_bytes == 100
     removed = prune_cache(tmp_path, 250, keep=["a"])
     assert removed == [entry_path(tmp_path, "b"), entry_path(tmp_path, "c")]
     assert _names(tmp_path) == ["a", "d"]
@@ -50,7 +50,7 @@ def test_a_stream_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
     cfg = PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), divisor=8)
     for _ in CaseStream(records, cfg, cache):
         pass
-    one = cache_usage(cache).per_case_bytes
+    one = cache_usage(cache).per_entry_bytes
     assert cache_usage(cache).entries == 4 and one
     last = None
     for case in CaseStream(records, cfg, cache, limit_bytes=int(2.5 * one)):
@@ -67,13 +67,13 @@ def test_status_and_cache_command_show_the_size_and_set_the_limit(tmp_path: Path
     assert open_project(proj).config.cache_limit_gb == 2.0
     capsys.readouterr()
     assert main(["status", "-p", str(proj)]) == 0
-    assert "preprocessing cache: 0 case(s), 0.0 MB; limit 2 GB" in capsys.readouterr().out
+    assert "preprocessing cache: 0 entries, 0.0 MB; limit 2 GB" in capsys.readouterr().out
     cache = proj / "artifacts" / "cache" / "preprocessed"
     _entry(cache, "old", 2000, 1000.0)
     _entry(cache, "new", 2000, 2000.0)
     assert main(["cache", "-p", str(proj), "--limit", "0.000003"]) == 0
     out = capsys.readouterr().out
-    assert "deleted 1 least recently used cache entry" in out and "1 case(s), 0.0 MB (0.0 MB per case)" in out
+    assert "deleted 1 least recently used cache entry" in out and "1 entry, 0.0 MB (0.0 MB per case)" in out
     assert _names(cache) == ["new"]
     assert main(["cache", "-p", str(proj), "--no-limit"]) == 0
     assert open_project(proj).config.cache_limit_gb is None and "no limit" in capsys.readouterr().out
