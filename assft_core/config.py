@@ -22,6 +22,21 @@ class Modality(str, enum.Enum):
     MRI = "MRI"
 
 
+class MriNormalisation(str, enum.Enum):
+    """How MRI intensities are normalised per image (`PreprocessConfig.mri_normalisation`).
+
+    PERCENTILE: (p_low, p_high) of the non-zero voxels -> [0, 1], clipped (this project's default).
+    ZSCORE: (x − mean) / std over every voxel of the cropped image (MONAI `NormalizeIntensityd`,
+    nnU-Net `ZScoreNormalization` without `use_mask_for_norm`).
+    ZSCORE_NONZERO: (x − mean) / std over the non-zero voxels, which are the only ones changed; zero
+    stays zero (MONAI `NormalizeIntensityd(nonzero=True)`, nnU-Net with `use_mask_for_norm`).
+    """
+
+    PERCENTILE = "percentile"
+    ZSCORE = "zscore"
+    ZSCORE_NONZERO = "zscore_nonzero"
+
+
 class BNMode(str, enum.Enum):
     """What normalisation layers do while fine-tuning (METHOD.md §5); per layer kind (BatchNorm,
     InstanceNorm, GroupNorm, LayerNorm) in `assft_core.train.normalisation`."""
@@ -103,7 +118,9 @@ class PreprocessConfig:
         spacing_mm: target voxel spacing in mm (RAS axes order), e.g. (2.0, 2.0, 2.0).
         modality: CT or MRI; selects the intensity normalisation.
         ct_window: HU window (low, high) for CT, then scaled to [0, 1].
-        mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1].
+        mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1]
+            (`mri_normalisation` percentile).
+        mri_normalisation: percentile (default), zscore or zscore_nonzero (`MriNormalisation`).
         crop_foreground: crop to the body (non-zero / above-threshold region) before padding.
         divisor: pad each spatial size to a multiple of this (the network's downsampling factor).
         ct_body_threshold_hu: CT voxels above this HU count as body when cropping the foreground
@@ -120,6 +137,7 @@ class PreprocessConfig:
     modality: Modality = Modality.MRI
     ct_window: tuple[float, float] = (-1000.0, 1000.0)
     mri_percentiles: tuple[float, float] = (0.5, 99.5)
+    mri_normalisation: MriNormalisation = MriNormalisation.PERCENTILE
     crop_foreground: bool = True
     divisor: int = 16
     ct_body_threshold_hu: float = AIR_BELOW_HU

@@ -1,9 +1,9 @@
 """Preprocessing to the network's grid with MONAI transforms, its geometric inverse, and a cache.
 
-Pipeline (ARCHITECTURE.md data/; METHOD.md §0): orientation RAS -> resampling to
+Pipeline (docs/architecture.md, "Layout": data/; METHOD.md §0): orientation RAS -> resampling to
 `cfg.spacing_mm` (image linear, label nearest) -> crop to the body -> intensity normalisation
-(CT: HU window to [0, 1]; MRI: percentiles of non-zero voxels to [0, 1]) -> pad to a multiple of
-`cfg.divisor`. MONAI's MetaTensor tracks the affine through every step, so the preprocessed
+(CT: HU window to [0, 1]; MRI: percentiles of non-zero voxels to [0, 1], or a per-image z-score,
+`cfg.mri_normalisation`) -> pad to a multiple of `cfg.divisor`. MONAI's MetaTensor tracks the affine through every step, so the preprocessed
 affine is exact and `invert_label` is a nearest-neighbour resampling through world coordinates
 back onto the native grid (the geometry `Invertd` would restore, without keeping transform
 stacks alive in a cache).
@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import tempfile
 from collections.abc import Sequence
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +28,20 @@ from monai.transforms import (
     Spacingd,
 )
 
-from assft_core.config import Modality, PreprocessConfig, to_dict
+from assft_core.config import Modality, MriNormalisation, PreprocessConfig, to_dict
 from assft_core.data.grid import resample_label_to_grid
 from assft_core.data.io import NiftiFileError, Volume, load_image, load_label
-from assft_core.data.records import CaseRecord, PreprocessedCase
+from assft_core.data.records import CaseRecord, PreprocessedCase, case_id_from_filename
 from assft_core.errors import DataError
+from assft_core.fsutil import atomic_write
 
 # Bump when the pipeline's output changes, so old cache entries are never reused.
 PIPELINE_VERSION = "1"
 # Settings that do not change the output and so must not invalidate the cache.
 _NOT_IN_KEY = ("max_voxels", "geometry_tolerance", "label_max_unique")
+# Settings added later, with the value that gives the earlier output: keyed only at another value,
+# so the cache entries a project already holds stay valid.
+_ADDED_AT_EARLIER_OUTPUT = {"mri_normalisation": MriNormalisation.PERCENTILE.value}
 
 
 def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Path | None = None) -> PreprocessedCase:
@@ -53,7 +53,8 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Pat
         cache_dir: when given, the result is cached there keyed by the files' bytes and `cfg`.
 
     Returns:
-        PreprocessedCase with `image` (C, D, H, W) float32 in [0, 1], `label` (1, D, H, W) uint8
+        PreprocessedCase with `image` (C, D, H, W) float32 (in [0, 1], or z-scores for an MRI
+        `mri_normalisation` zscore*), `label` (1, D, H, W) uint8
         or None, and the preprocessed and native geometry.
 
     Raises:
@@ -100,7 +101,7 @@ def preprocess_image(
     if not paths:
         raise DataError("preprocess_image: no image file given.")
     if case_id is None:
-        case_id = re.sub(r"(_\d{4})?\.nii(\.gz)?$", "", paths[0].name)
+        case_id = case_id_from_filename(paths[0].name)
     return preprocess_case(CaseRecord(case_id=case_id, image_paths=tuple(paths)), cfg, cache_dir=cache_dir)
 
 
@@ -133,7 +134,9 @@ def invert_label(pred: np.ndarray, case: PreprocessedCase) -> np.ndarray:
 def content_hash(files: Sequence[Path], cfg: PreprocessConfig, *, has_label: bool) -> str:
     """SHA-256 of the files' bytes (in order) and the output-relevant preprocessing settings."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    settings = {
+        k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY and _ADDED_AT_EARLIER_OUTPUT.get(k, object()) != v
+    }
     h.update(json.dumps({"v": PIPELINE_VERSION, "cfg": settings, "label": has_label}, sort_keys=True).encode())
     for f in files:
         h.update(b"\0file\0")
@@ -211,25 +214,39 @@ def _run_pipeline(
 
 
 def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTensor:
-    """CT: HU window -> [0, 1]; MRI: per channel, (p_low, p_high) of non-zero voxels -> [0, 1]; clipped.
+    """CT: HU window -> [0, 1], clipped; MRI: per channel, `cfg.mri_normalisation` (`MriNormalisation`).
 
     `img`: (C, D, H, W). Percentiles use at most ~1M non-zero voxels (an even stride through them):
-    `torch.quantile` refuses larger inputs, and the estimate is unchanged to well under 1 %.
+    `torch.quantile` refuses larger inputs, and the estimate is unchanged to well under 1 %. The
+    z-scores use every voxel counted (population std, as MONAI and nnU-Net do).
     """
     if cfg.modality is Modality.CT:
         lo, hi = cfg.ct_window
         return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(img)
+    scheme = MriNormalisation(cfg.mri_normalisation)
     channels = []
     for c in range(img.shape[0]):
         ch = img[c : c + 1]
-        values = ch[ch != 0]
-        if values.numel() == 0:
+        nonzero = ch != 0
+        if not bool(nonzero.any()):
             raise DataError(f"{case_id}: channel {c} is all zero after resampling; check the image file.")
-        q = torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)], torch.tensor(cfg.mri_percentiles) / 100.0)
-        lo, hi = float(q[0]), float(q[1])
-        if hi <= lo:
+        if scheme is MriNormalisation.PERCENTILE:
+            values = ch[nonzero]
+            q = torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)], torch.tensor(cfg.mri_percentiles) / 100.0)
+            lo, hi = float(q[0]), float(q[1])
+            if hi <= lo:
+                raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+            channels.append(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(ch))
+            continue
+        counted = ch[nonzero] if scheme is MriNormalisation.ZSCORE_NONZERO else ch.reshape(-1)
+        std, mean = torch.std_mean(counted.float(), correction=0)
+        del counted
+        if float(std) <= 1e-8:
             raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
-        channels.append(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(ch))
+        scaled = (ch - mean) / std
+        if scheme is MriNormalisation.ZSCORE_NONZERO:
+            scaled = torch.where(nonzero, scaled, torch.zeros((), dtype=scaled.dtype))
+        channels.append(scaled)
     return torch.cat(channels, dim=0) if len(channels) > 1 else channels[0]
 
 
@@ -269,24 +286,20 @@ def _cache_read(cache_dir: Path | None, key: str) -> PreprocessedCase | None:
 def _cache_write(cache_dir: Path | None, case: PreprocessedCase) -> None:
     if cache_dir is None:
         return
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    buf = BytesIO()
-    np.savez(
-        buf,
-        image=case.image,
-        label=case.label if case.label is not None else np.zeros((0,), np.uint8),
-        has_label=np.array(case.label is not None),
-        affine=case.affine,
-        spacing_mm=np.array(case.spacing_mm),
-        native_shape=np.array(case.native_shape),
-        native_affine=case.native_affine,
-    )
-    fd, tmp = tempfile.mkstemp(prefix=f".{case.content_hash[:16]}.", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, _cache_path(cache_dir, case.content_hash))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    def write(tmp: Path) -> None:
+        # Straight into the file, uncompressed (read on every pass): an in-memory archive would hold
+        # the image twice more.
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                image=case.image,
+                label=case.label if case.label is not None else np.zeros((0,), np.uint8),
+                has_label=np.array(case.label is not None),
+                affine=case.affine,
+                spacing_mm=np.array(case.spacing_mm),
+                native_shape=np.array(case.native_shape),
+                native_affine=case.native_affine,
+            )
+
+    atomic_write(_cache_path(Path(cache_dir), case.content_hash), write)

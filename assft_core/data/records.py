@@ -21,8 +21,7 @@ def case_id_from_filename(name: str) -> str:
     """The case id a NIfTI file name stands for: `"liver_7_0000.nii.gz"` -> `"liver_7"`.
 
     Drops a trailing nnU-Net channel suffix (`_` and four digits) and `.nii` / `.nii.gz`; any
-    other name is returned unchanged. (`preprocess.preprocess_image` strips the same suffix; its
-    source is fingerprinted by the shipped demo model, so it keeps its own expression.)
+    other name is returned unchanged.
     """
     return _CASE_FILE_SUFFIX.sub("", name)
 

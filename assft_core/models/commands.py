@@ -65,6 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--seed", type=int, default=0, help="seeds initialisation, crops and augmentation (default 0)")
     pre.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     pre.add_argument("--force", action="store_true", help="replace an existing model folder at --out")
+    pre.add_argument(
+        "--refresh-fingerprint", action="store_true",
+        help="do not train: check that the present code preprocesses every case the model at --out used to the "
+        "same arrays, bit for bit, and if so rewrite only the code entries of its fingerprint (after a change to "
+        "the data code that leaves the inputs alone)",
+    )
     pre.set_defaults(func=run_pretrain)
 
 
@@ -123,7 +129,12 @@ def run_model_info(args: argparse.Namespace) -> int:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("config", "plans", "dataset_json", "arch_kwargs")}
     print(f"backbone {card.backbone} {kwargs}, {card.in_channels} channel(s), classes {card.classes}")
     pre = card.preprocess
-    norm = f"CT window {list(pre.ct_window)} HU" if pre.modality.value == "CT" else f"MRI percentiles {list(pre.mri_percentiles)}"
+    if pre.modality.value == "CT":
+        norm = f"CT window {list(pre.ct_window)} HU"
+    elif pre.mri_normalisation.value == "percentile":
+        norm = f"MRI percentiles {list(pre.mri_percentiles)}"
+    else:
+        norm = f"MRI {pre.mri_normalisation.value} per image"
     print(f"ROI {list(card.roi_size)} voxels, spacing {list(card.spacing_mm or ())} mm, {pre.modality.value}, {norm}")
     if card.notes:
         print(f"notes: {card.notes}")
@@ -165,6 +176,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
         build_demo_corpus(corpus, **DEMO_CORPUS)  # type: ignore[arg-type]
     elif not Path(corpus).is_dir():
         raise DataError(f"{corpus}: corpus folder not found; build one with `assft demo build DIR` or omit --corpus.")
+
+    if args.refresh_fingerprint:
+        from assft_core.models.pretrain import refresh_demo_fingerprint
+
+        changed = refresh_demo_fingerprint(Path(out), Path(corpus))
+        print(f"{out}: the present code preprocesses every case the model used to the same arrays; "
+              + (f"fingerprint entries rewritten: {', '.join(changed)}." if changed else "its fingerprint was already current."))
+        return 0
 
     def progress(event: ProgressEvent) -> None:
         if event.step == 1 or event.step % 25 == 0 or event.step == event.total:

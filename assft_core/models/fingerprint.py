@@ -3,7 +3,8 @@
 A card's `fingerprint` is a flat JSON dict. `assft pretrain` fills it with `make_fingerprint`:
 "data" (hash of the corpus files' bytes), "code" (hash of the source files of the modules that
 shape the inputs: preprocessing, the demo corpus builder), plus free entries (steps, seed,
-assft version). A test compares the committed card with `make_fingerprint` of the present
+assft version). `arrays_hash` hashes what that code made of the data (the preprocessed arrays),
+so a code change that leaves every input bit-identical can be told from one that does not. A test compares the committed card with `make_fingerprint` of the present
 corpus and code and, on a difference, fails with "rerun `assft pretrain`".
 """
 
@@ -14,6 +15,8 @@ import importlib.util
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from assft_core.errors import ModelError
 
@@ -36,6 +39,25 @@ def files_hash(paths: Iterable[Path], root: Path | None = None) -> str:
             raise ModelError(f"{path}: file to fingerprint not found.")
         digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def arrays_hash(groups: Iterable[tuple[str, Sequence[np.ndarray | None]]]) -> str:
+    """SHA-256 over named groups of arrays, in the order given (consumed one group at a time).
+
+    Each group contributes its name, then per array its dtype, shape and C-order bytes (None: a
+    marker), so arrays of equal bytes but another dtype or shape hash differently.
+    """
+    digest = hashlib.sha256()
+    for name, arrays in groups:
+        digest.update(b"\0group\0" + name.encode())
+        for a in arrays:
+            if a is None:
+                digest.update(b"\0none")
+                continue
+            a = np.ascontiguousarray(a)
+            digest.update(f"\0{a.dtype.str}{a.shape}".encode())
+            digest.update(a.reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 

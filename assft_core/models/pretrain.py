@@ -12,6 +12,10 @@ and version, the hash of the code that writes the corpus files and preprocesses 
 preprocessing, network and training settings, plus the hash of the corpus files used.
 `check_demo_model` recomputes every part but the file hash from the present code, without
 rebuilding the corpus, and says "rerun `assft pretrain --force`" when the shipped model is stale.
+The fingerprint also holds "inputs", the hash of the preprocessed arrays of every case used: a
+change to the data code that leaves them bit-identical needs no retraining, and
+`refresh_demo_fingerprint` (`assft pretrain --refresh-fingerprint`) proves that and rewrites only
+the code and preprocessing entries.
 Source: ASSFT, METHOD.md §1 and §5; ASSFT Studio DATA.md (600 steps reached source Dice 0.77).
 """
 
@@ -31,7 +35,7 @@ from typing import Any
 import torch
 
 import assft_core
-from assft_core.config import InferenceConfig, IntensityAugment, Modality, PreprocessConfig, TrainConfig, to_dict
+from assft_core.config import InferenceConfig, IntensityAugment, Modality, PreprocessConfig, TrainConfig, from_dict, to_dict
 from assft_core.data.demo import builder as demo_builder
 from assft_core.data.importers import import_dataset
 from assft_core.data.preprocess import PIPELINE_VERSION, preprocess_case
@@ -39,7 +43,7 @@ from assft_core.data.records import CaseRecord, DatasetManifest, Split
 from assft_core.errors import DataError, ModelError
 from assft_core.models.card import CARD_FILE, ModelCard
 from assft_core.models.demo_paths import DEFAULT_CORPUS_DIR, DEFAULT_STEPS, DEMO_CORPUS, DEMO_MODEL_DIR  # noqa: F401
-from assft_core.models.fingerprint import files_hash, module_files, stale_fields
+from assft_core.models.fingerprint import arrays_hash, files_hash, module_files, stale_fields
 from assft_core.models.loaded import save_model, wrap_network
 from assft_core.models.registry import get_backbone
 from assft_core.models.source_stats import STATS_FILE, compute_source_stats, save_source_stats
@@ -181,6 +185,78 @@ def corpus_data_hash(corpus: Path, cases: Sequence[CaseRecord]) -> str:
     """SHA-256 over the image and label files of `cases`, named relative to `corpus`."""
     files = [p for c in cases for p in (*c.image_paths, *([c.label_path] if c.label_path else []))]
     return files_hash(files, Path(corpus))
+
+
+def preprocessed_inputs_hash(cases: Sequence[CaseRecord], preprocess: PreprocessConfig) -> str:
+    """`arrays_hash` of what the present code preprocesses `cases` to: per case (by case id) the
+    image (C, D, H, W), the label (1, D, H, W) or None and the preprocessed affine (4, 4).
+
+    One case is in memory at a time. Raises DataError for unusable files.
+    """
+
+    def groups():  # noqa: ANN202 - generator
+        for record in sorted(cases, key=lambda c: c.case_id):
+            case = preprocess_case(record, preprocess)
+            yield record.case_id, (case.image, case.label, case.affine)
+
+    return arrays_hash(groups())
+
+
+# The entries `refresh_demo_fingerprint` may rewrite: those of the code that makes the inputs.
+REFRESHABLE_FIELDS = ("code", "code_modules", "preprocess")
+
+
+def refresh_demo_fingerprint(model_dir: Path, corpus: Path) -> list[str]:
+    """Rewrite a pre-trained model's code fingerprint when the present code gives it the same inputs.
+
+    The card's "inputs" entry holds `preprocessed_inputs_hash` of every case the model used
+    (source_train, source_test, test) and the hash of the corpus files it was taken on (the corpus
+    the model was trained on, or a rebuild of it: float rounding can differ between machines).
+    When `corpus` has those files, the corpus, network and training entries are current, and the
+    present code preprocesses the cases to the same hash, bit for bit, the weights are what
+    retraining would start from: they are kept, and only `REFRESHABLE_FIELDS` are rewritten.
+
+    Args:
+        model_dir: the model folder (its card is rewritten in place, atomically).
+        corpus: the corpus the "inputs" hash was taken on (the demo corpus for the shipped model).
+
+    Returns:
+        The entries that changed (empty: already current).
+
+    Raises:
+        ModelError: when any check fails; the message says to retrain with `assft pretrain --force`.
+    """
+    card_path = Path(model_dir) / CARD_FILE
+    card = ModelCard.load(model_dir)
+    recorded = card.fingerprint
+    inputs = recorded.get("inputs")
+    retrain = "retrain with `assft pretrain --force` instead"
+    if not isinstance(inputs, dict) or not {"hash", "data"} <= set(inputs):
+        raise ModelError(f"{card_path}: the fingerprint holds no 'inputs' hash, so unchanged inputs cannot be shown; {retrain}.")
+    used = _split_cases(import_dataset(corpus), (Split.SOURCE_TRAIN, Split.SOURCE_TEST, Split.TEST))
+    if inputs["data"] != corpus_data_hash(corpus, used):
+        raise ModelError(
+            f"{corpus}: its files are not those the model's 'inputs' hash was taken on (a corpus built on another "
+            f"machine can differ in float rounding); {retrain}."
+        )
+    try:
+        train_cfg = from_dict(TrainConfig, dict(recorded.get("train") or {}))
+    except ValueError as exc:
+        raise ModelError(f"{card_path}: fingerprint 'train' is unreadable ({exc}); {retrain}.") from None
+    expected = demo_fingerprint(corpus_identity(corpus), card.preprocess, train_cfg)
+    others = [f for f in stale_fields(recorded, expected, CHECKED_FIELDS) if f not in REFRESHABLE_FIELDS]
+    if others:
+        raise ModelError(f"{card_path}: fingerprint entries {others} differ from the present code's, not only its code; {retrain}.")
+    if preprocessed_inputs_hash(used, card.preprocess) != inputs["hash"]:
+        raise ModelError(
+            f"{card_path}: the present code preprocesses the {len(used)} cases of {corpus} to other arrays than "
+            f"those the model was trained on; {retrain}."
+        )
+    changed = [f for f in REFRESHABLE_FIELDS if recorded.get(f) != expected[f]]
+    if changed:
+        card.fingerprint = {**recorded, **{f: expected[f] for f in REFRESHABLE_FIELDS}}
+        card.save(card_path)
+    return changed
 
 
 def stale_demo_fields(model_dir: Path | None = None, *, corpus: Path | None = None) -> list[str]:
@@ -330,10 +406,12 @@ def pretrain(
     timings["evaluate"] = time.perf_counter() - t
 
     used = _split_cases(manifest, (Split.SOURCE_TRAIN, Split.SOURCE_TEST, Split.TEST))
+    data_hash = corpus_data_hash(corpus, used)
     card.fingerprint = {
         **demo_fingerprint(corpus_identity(corpus), preprocess, train_cfg),
-        "data": corpus_data_hash(corpus, used),
+        "data": data_hash,
         "data_cases": len(used),
+        "inputs": {"hash": preprocessed_inputs_hash(used, preprocess), "data": data_hash},
         "assft_version": assft_core.__version__,
         "torch_version": torch.__version__,
     }
@@ -472,6 +550,8 @@ __all__ = [
     "corpus_identity",
     "demo_corpus_identity",
     "demo_fingerprint",
+    "preprocessed_inputs_hash",
+    "refresh_demo_fingerprint",
     "demo_model_dir",
     "pretrain",
     "pretrain_train_config",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_factories import label, scan, write_nifti
-from assft_core.config import Modality, PreprocessConfig
+from assft_core.config import Modality, MriNormalisation, PreprocessConfig
 from assft_core.data import preprocess as pp
 from assft_core.data.preprocess import invert_label, preprocess_case, preprocess_image
 from assft_core.data.records import CaseRecord
@@ -103,6 +103,40 @@ def test_mri_percentile_scaling_matches_numpy(tmp_path: Path) -> None:
     expected = np.clip((fg - lo) / (hi - lo), 0.0, 1.0)
     assert case.image.shape == (1, 12, 12, 12)  # cropped to the non-zero box, already divisible
     np.testing.assert_allclose(case.image[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("nonzero", [False, True])
+def test_mri_zscore_matches_nnunet_and_monai(tmp_path: Path, nonzero: bool) -> None:
+    from monai.transforms import NormalizeIntensity
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+    rng = np.random.default_rng(6)
+    img = np.zeros((16, 16, 16), np.float32)
+    img[2:14, 2:14, 2:14] = rng.gamma(2.0, 50.0, (12, 12, 12)) + 1.0
+    img[6:9, 6:9, 6:9] = 0.0  # zeros inside the body box: counted by zscore, left alone by zscore_nonzero
+    scheme = MriNormalisation.ZSCORE_NONZERO if nonzero else MriNormalisation.ZSCORE
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), mri_normalisation=scheme, divisor=4)
+    case = preprocess_image([write_nifti(tmp_path / "mr.nii.gz", img)], cfg)
+    box = img[2:14, 2:14, 2:14]
+    seg = np.where(box != 0, 0, -1)[None]
+    nnunet = ZScoreNormalization(use_mask_for_norm=nonzero, intensityproperties={}).run(box[None].copy(), seg)
+    monai = NormalizeIntensity(nonzero=nonzero, channel_wise=True)(box[None].copy())
+    assert case.image.shape == (1, 12, 12, 12)
+    np.testing.assert_allclose(case.image, nnunet, atol=1e-5)
+    np.testing.assert_allclose(case.image, np.asarray(monai), atol=1e-5)
+    assert (case.image[0][box == 0] == 0).all() == nonzero
+
+
+def test_mri_zscore_refuses_a_constant_channel_and_gets_its_own_cache_key(tmp_path: Path) -> None:
+    img = np.zeros((8, 8, 8), np.float32)
+    img[2:6, 2:6, 2:6] = 7.0
+    path = write_nifti(tmp_path / "flat.nii.gz", img)
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), mri_normalisation=MriNormalisation.ZSCORE_NONZERO, divisor=4)
+    with pytest.raises(DataError, match="constant intensity"):
+        preprocess_image([path], cfg)
+    # The default (percentile) keeps the key it had before the setting existed; zscore is keyed.
+    default_key = pp.content_hash([path], PreprocessConfig(), has_label=False)
+    assert pp.content_hash([path], cfg, has_label=False) != default_key
 
 
 def test_cache_by_content_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,10 +28,10 @@ BASIC_UNET_DEF = {"_target_": "BasicUNet", "spatial_dims": 3, "in_channels": 1, 
 
 def write_bundle(
     folder: Path, *, seed: int = 0, spacing: bool = True, b_range: tuple[float, float] = (0.0, 1.0),
-    network_def: dict[str, Any] | None = None,
+    network_def: dict[str, Any] | None = None, intensity: dict[str, Any] | None = None,
 ) -> Path:
-    """A MONAI bundle, 3 classes, ROI 16³, 2 mm, window [-100, 200]; its network `network_def`
-    (default a (4, 8, 16)-channel BatchNorm UNet)."""
+    """A MONAI bundle, 3 classes, ROI 16³, 2 mm, window [-100, 200] (or the `intensity` transform,
+    e.g. a NormalizeIntensityd); its network `network_def` (default a (4, 8, 16)-channel BatchNorm UNet)."""
     from monai.bundle import ConfigParser
 
     (folder / "configs").mkdir(parents=True)
@@ -43,8 +43,8 @@ def write_bundle(
     ]
     if spacing:
         transforms.append({"_target_": "Spacingd", "keys": "image", "pixdim": "@pixdim", "mode": "bilinear"})
-    transforms.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100, "a_max": 200,
-                       "b_min": b_range[0], "b_max": b_range[1], "clip": True})
+    transforms.append(intensity or {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100, "a_max": 200,
+                                    "b_min": b_range[0], "b_max": b_range[1], "clip": True})
     config = {
         "imports": ["$import torch"],
         "bundle_root": ".",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from assft_core.train.data import TrainData, TrainSample
 from assft_core.train.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from foreign_factories import BASIC_UNET_DEF, CT_PROPS, write_bundle, write_nnunet_folder  # noqa: E402
+from foreign_factories import BASIC_UNET_DEF, CT_PROPS, UNET_DEF, write_bundle, write_nnunet_folder  # noqa: E402
 
 INFER = dict(overlap=0.25, device="cpu")
 
@@ -82,6 +83,40 @@ def test_bundle_output_range_goes_to_the_input_adapter(tmp_path: Path) -> None:
     y = torch.rand(1, 1, 16, 16, 16)  # this project's [0, 1] window; the bundle's is [-1, 1]
     with torch.no_grad():
         assert torch.allclose(model.network(y), _monai_net(bundle)(2 * y - 1), atol=1e-5)
+
+
+def test_bundle_zscore_is_reproduced_and_exported_as_monai_preprocesses_it(tmp_path: Path) -> None:
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    from assft_core.data.preprocess import preprocess_image
+
+    norm = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True}
+    model = load_model(write_bundle(tmp_path / "b", intensity=norm), device="cpu")
+    pre = model.card.preprocess
+    assert pre.modality.value == "MRI" and pre.mri_normalisation.value == "zscore_nonzero" and not pre.crop_foreground
+    assert "NormalizeIntensityd reproduced" in model.card.notes and "input_scale" not in model.card.backbone_kwargs
+    with pytest.raises(ModelError, match="subtrahend.*assft_override.json"):
+        ModelCard.load(write_bundle(tmp_path / "fixed", intensity={**norm, "subtrahend": 10.0}))
+    # Out, for the bundle itself and for a native UNet (cropped to the body): MONAI running the
+    # exported bundle's own preprocessing gives this project's input.
+    rng = np.random.default_rng(3)
+    img = np.zeros((16, 16, 16), np.float32)
+    img[2:14, 2:14, 2:14] = rng.gamma(2.0, 50.0, (12, 12, 12)) + 1.0
+    img[6:9, 6:9, 6:9] = 0.0
+    scan = tmp_path / "mr.nii.gz"
+    nib.save(nib.Nifti1Image(img, np.diag([2.0, 2.0, 2.0, 1.0])), scan)
+    kwargs = {k: v for k, v in UNET_DEF.items() if k in ("channels", "strides", "num_res_units", "norm")}
+    native = ModelCard(backbone="unet", in_channels=1, classes=model.card.classes, roi_size=(16, 16, 16),
+                       backbone_kwargs=kwargs, preprocess=replace(pre, crop_foreground=True))
+    for name, card in (("bundle", model.card), ("unet", native)):
+        exported = export_model(save_model(model.network, card, tmp_path / name), "monai_bundle", tmp_path / "out" / name)
+        parser = ConfigParser()
+        parser.read_config(str(exported / "configs" / "inference.json"))
+        theirs = parser.get_parsed_content("preprocessing")({"image": str(scan)})["image"]
+        ours = preprocess_image([scan], replace(card.preprocess, divisor=4))
+        assert ours.image.shape == ((1, 12, 12, 12) if card.preprocess.crop_foreground else (1, 16, 16, 16))
+        np.testing.assert_allclose(np.asarray(theirs), ours.image, atol=1e-5)
 
 
 def test_bundle_of_an_unregistered_class_gets_its_encoder_from_the_override_card(
@@ -187,7 +222,15 @@ def test_nnunet_refusals_and_overrides(tmp_path: Path) -> None:
         ModelCard.load(folder)
     mr = write_nnunet_folder(tmp_path / "z", normalization="ZScoreNormalization")
     card = ModelCard.load(mr)
-    assert card.preprocess.modality.value == "MRI" and "approximated" in card.notes
+    assert card.preprocess.modality.value == "MRI" and card.preprocess.mri_normalisation.value == "zscore"
+    assert "reproduced" in card.notes and card.backbone_kwargs["input_scale"] == [1.0]
+    plans_file = mr / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["use_mask_for_norm"] = [True]
+    plans_file.write_text(json.dumps(plans))
+    assert ModelCard.load(mr).preprocess.mri_normalisation.value == "zscore_nonzero"
+    rescaled = ModelCard.load(write_nnunet_folder(tmp_path / "r01", normalization="RescaleTo01Normalization"))
+    assert rescaled.preprocess.mri_normalisation.value == "percentile" and "approximated" in rescaled.notes
 
 
 def test_cli_model_info_init_predict_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

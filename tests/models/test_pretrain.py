@@ -121,6 +121,48 @@ def test_fingerprint_records_corpus_data_and_settings(pretrained, tiny_demo_corp
     assert fp["network"]["kwargs"]["norm"] == "batch"
 
 
+def test_refresh_fingerprint_rewrites_the_code_only_when_the_inputs_are_bit_identical(
+    pretrained, tiny_demo_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = pretrained
+    model = tmp_path / "model"
+    shutil.copytree(out, model)
+    fp = ModelCard.load(model).fingerprint
+    used = [c for c in import_dataset(tiny_demo_corpus).cases if c.split.value in ("source_train", "source_test", "test")]
+    assert fp["inputs"] == {"hash": pretrain_mod.preprocessed_inputs_hash(used, PRE), "data": fp["data"]}
+    assert pretrain_mod.refresh_demo_fingerprint(model, tiny_demo_corpus) == []
+    # Edited data code with the same outputs: the code entries are rewritten, the weights kept.
+    weights = (model / "model.pt").read_bytes()
+    monkeypatch.setattr(pretrain_mod, "DEMO_DATA_CODE", (*pretrain_mod.DEMO_DATA_CODE, "assft_core.errors"))
+    assert main(["pretrain", "--refresh-fingerprint", "--corpus", str(tiny_demo_corpus), "--out", str(model)]) == 0
+    assert "rewritten: code, code_modules" in capsys.readouterr().out
+    refreshed = ModelCard.load(model).fingerprint
+    assert refreshed["code"] != fp["code"] and refreshed["code_modules"][-1] == "assft_core.errors"
+    assert {k: v for k, v in refreshed.items() if k not in ("code", "code_modules")} == {
+        k: v for k, v in fp.items() if k not in ("code", "code_modules")}
+    assert (model / "model.pt").read_bytes() == weights
+    # Code that changes one voxel of one case: refused, the card untouched.
+    real = pretrain_mod.preprocess_case
+
+    def nudged(record, cfg, **kwargs):  # type: ignore[no-untyped-def]
+        case = real(record, cfg, **kwargs)
+        if record.case_id == used[-1].case_id:
+            case.image.flat[0] += 1e-6
+        return case
+
+    monkeypatch.setattr(pretrain_mod, "preprocess_case", nudged)
+    monkeypatch.setattr(pretrain_mod, "DEMO_DATA_CODE", pretrain_mod.DEMO_DATA_CODE[:-1])
+    with pytest.raises(ModelError, match="other arrays.*--force"):
+        pretrain_mod.refresh_demo_fingerprint(model, tiny_demo_corpus)
+    assert ModelCard.load(model).fingerprint == refreshed
+    # A model of another corpus build is not the code's to refresh.
+    card = ModelCard.load(model)
+    card.fingerprint["corpus"]["seed"] = 7
+    card.save(model)
+    with pytest.raises(ModelError, match=r"\['corpus'\].*--force"):
+        pretrain_mod.refresh_demo_fingerprint(model, tiny_demo_corpus)
+
+
 def test_force_replaced_an_old_model_and_refuses_otherwise(pretrained, tiny_demo_corpus: Path, tmp_path: Path) -> None:
     out, _ = pretrained
     fp = ModelCard.load(out).fingerprint

@@ -8,8 +8,8 @@ is self-contained. Classes come from `metadata.json`
 (`network_data_format.outputs.pred.channel_def`); spacing from the `Spacingd` `pixdim` of the
 `preprocessing` transforms; intensities from `ScaleIntensityRanged` (exact: this project's CT
 path is the same window to [0, 1], clipped; `b_min` / `b_max` other than 0 / 1 are applied by the
-input adapter) or `NormalizeIntensityd` (per-image z-score: approximated by the MRI percentile
-path mapped to [−2.576, 2.576], noted); the ROI from the `inferer`'s `roi_size`. What cannot be
+input adapter) or `NormalizeIntensityd` (per-image z-score: the MRI `mri_normalisation` zscore,
+or zscore_nonzero for `nonzero=True`; a fixed subtrahend / divisor is refused); the ROI from the `inferer`'s `roi_size`. What cannot be
 derived raises an error naming the field to set in the override card (`assft_override.json`).
 Encoder, norm layers, stages and head are those of the registered backbone of the built
 network's class (MONAI UNet, SegResNet, Swin UNETR), or those the override card names for any
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from assft_core.config import Modality
+from assft_core.config import Modality, MriNormalisation
 from assft_core.errors import ModelError
 from assft_core.fsutil import atomic_write, atomic_write_text, read_json_object
 from assft_core.models.formats.adapter import attach_input_adapter
@@ -40,7 +40,6 @@ from assft_core.models.registry import Backbone, get_backbone, register_backbone
 
 FORMAT = "monai_bundle"
 CONFIG_NAMES = ("inference.json", "train.json", "inference.yaml", "train.yaml")
-_ZSCORE_RANGE = 2.576
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -281,11 +280,21 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
             notes.append(f"ScaleIntensityRanged [{a_min:g}, {a_max:g}] -> [{b_min:g}, {b_max:g}] reproduced"
                          + (" (the bundle does not clip; this project does)." if not arg("clip", False) else " exactly."))
         elif kind in ("NormalizeIntensityd", "NormalizeIntensity"):
-            pre.update(modality=Modality.MRI.value, mri_percentiles=[0.5, 99.5])
-            scale, shift = [2 * _ZSCORE_RANGE], [-_ZSCORE_RANGE]
+            if arg("subtrahend") is not None or arg("divisor") is not None:
+                raise ModelError(
+                    f"{cfg_path}: NormalizeIntensityd with a fixed subtrahend / divisor is not reproduced; set "
+                    "\"preprocess\" (modality, ct_window) and backbone_kwargs \"input_scale\" / \"input_shift\" in "
+                    "assft_override.json."
+                )
+            nonzero = bool(arg("nonzero", False))
+            scheme = MriNormalisation.ZSCORE_NONZERO if nonzero else MriNormalisation.ZSCORE
+            pre.update(modality=Modality.MRI.value, mri_normalisation=scheme.value)
             notes.append(
-                "NormalizeIntensityd (per-image z-score) is approximated: percentiles 0.5–99.5 of the non-zero voxels "
-                "to [−2.576, 2.576]; expect a shift at round 0 that fine-tuning adapts to."
+                "NormalizeIntensityd reproduced: (x − mean) / std per image"
+                + (" over the non-zero voxels" if nonzero else "")
+                + (" and channel" if arg("channel_wise", False) else
+                   " (the bundle pools its channels; this project takes each channel alone)")
+                + "."
             )
         elif kind in ("CropForegroundd", "CropForeground"):
             pre["crop_foreground"] = True
@@ -351,14 +360,7 @@ def _network_def(card: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
         {"_target_": "Spacingd", "keys": "image", "pixdim": list(card.spacing_mm), "mode": "bilinear"},
     ]
-    if Modality(pre.modality) is Modality.CT:
-        lo, hi = pre.ct_window
-        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi,
-                      "b_min": 0.0, "b_max": 1.0, "clip": True})
-    else:
-        lo, hi = pre.mri_percentiles
-        steps.append({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
-                      "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True})
+    steps.extend(_intensity_steps(pre))
     steps.append({"_target_": "EnsureTyped", "keys": "image"})
     config = {
         "imports": ["$import torch"],
@@ -370,6 +372,25 @@ def _network_def(card: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(card.roi_size), "sw_batch_size": 1, "overlap": 0.25},
     }
     return config, net_def
+
+
+def _intensity_steps(pre: Any) -> list[dict[str, Any]]:
+    """MONAI transforms doing this project's intensity normalisation of `pre` (a PreprocessConfig)."""
+    if Modality(pre.modality) is Modality.CT:
+        lo, hi = pre.ct_window
+        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi,
+                 "b_min": 0.0, "b_max": 1.0, "clip": True}]
+    # MRI statistics are taken inside the body box (the non-zero voxels' bounding box), as here.
+    steps = [{"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "allow_smaller": True}] if pre.crop_foreground else []
+    scheme = MriNormalisation(pre.mri_normalisation)
+    if scheme is MriNormalisation.PERCENTILE:
+        lo, hi = pre.mri_percentiles
+        steps.append({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
+                      "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True})
+    else:
+        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True,
+                      "nonzero": scheme is MriNormalisation.ZSCORE_NONZERO})
+    return steps
 
 
 def export_monai_bundle(network: nn.Module, card: Any, out: Path) -> Path:

@@ -11,11 +11,13 @@ ROI and preprocessing:
   reproduced exactly: this project's CT path maps the window [p0.5, p99.5] to [0, 1] (clipped) and
   the input adapter applies `x · (p99.5 − p0.5) / std + (p0.5 − mean) / std`.
 - RGBTo0_1Normalization (x / 255) is exact too: CT window (0, 255).
-- ZScoreNormalization (per image) cannot be reproduced by this project's preprocessing (it ships
-  CT windows and MRI percentiles only, and its files are fingerprinted by the demo model): the
-  image is percentile-scaled to [0, 1] over its non-zero voxels (p0.5, p99.5) and mapped to
-  [−2.576, 2.576] (where those percentiles sit for a normal distribution). Approximate; the card's
-  notes and `assft model-info` say so, and fine-tuning adapts the network to it.
+- ZScoreNormalization ((x − mean) / std per image and channel; over the non-zero voxels with the
+  plans' `use_mask_for_norm`) is reproduced by the MRI `mri_normalisation` zscore /
+  zscore_nonzero, on the resampled grid (nnU-Net takes the statistics before resampling).
+- RescaleTo01Normalization ((x − min) / (max − min)), alone or mixed with ZScore across channels,
+  is approximated: percentiles 0.5–99.5 of the non-zero voxels to [0, 1] (z-scored channels then
+  to [−2.576, 2.576], where those percentiles sit for a normal distribution); the card's notes
+  and `assft model-info` say so, and fine-tuning adapts the network to it.
 
 Axes: nnU-Net reads images with the plans' `image_reader_writer` (SimpleITK: (z, y, x) arrays;
 Nibabel: (x, y, z)) and then applies `transpose_forward`; this project's grid is RAS (x, y, z), so
@@ -38,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from assft_core.config import Modality, PreprocessConfig
+from assft_core.config import Modality, MriNormalisation, PreprocessConfig
 from assft_core.errors import ModelError
 from assft_core.fsutil import atomic_write, atomic_write_text, read_json_object
 from assft_core.models.formats.adapter import attach_input_adapter, network_axes
@@ -247,15 +249,32 @@ def nnunet_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
         pre = {"modality": Modality.CT.value, "ct_window": [0.0, 255.0]}
         scale, shift = [1.0] * in_channels, [0.0] * in_channels
         notes.append("RGBTo0_1Normalization reproduced exactly (x / 255).")
+    elif kinds == {"ZScoreNormalization"}:
+        masked = {bool(m) for m in (cfg.get("use_mask_for_norm") or [False] * in_channels)}
+        if len(masked) != 1:
+            raise ModelError(
+                f"{folder / 'plans.json'}: use_mask_for_norm differs between channels; this project normalises every "
+                "channel the same way. Set \"preprocess\": {\"mri_normalisation\": \"zscore\" or \"zscore_nonzero\"} "
+                "in assft_override.json."
+            )
+        nonzero = masked.pop()
+        scheme = MriNormalisation.ZSCORE_NONZERO if nonzero else MriNormalisation.ZSCORE
+        pre = {"modality": Modality.MRI.value, "mri_normalisation": scheme.value}
+        scale, shift = [1.0] * in_channels, [0.0] * in_channels
+        notes.append(
+            "ZScoreNormalization reproduced: (x − mean) / std per image and channel"
+            + (" over the non-zero voxels (use_mask_for_norm; nnU-Net also fills holes in that mask)" if nonzero else "")
+            + "; the statistics are taken after resampling to the plans' spacing (nnU-Net: before), which "
+            "differs by interpolation only."
+        )
     elif kinds <= {"ZScoreNormalization", "RescaleTo01Normalization"}:
         pre = {"modality": Modality.MRI.value, "mri_percentiles": [0.5, 99.5]}
-        if kinds == {"RescaleTo01Normalization"}:
-            scale, shift = [1.0] * in_channels, [0.0] * in_channels
-        else:
-            scale, shift = [2 * _ZSCORE_RANGE] * in_channels, [-_ZSCORE_RANGE] * in_channels
+        zscored = [s == "ZScoreNormalization" for s in schemes]
+        scale = [2 * _ZSCORE_RANGE if z else 1.0 for z in zscored]
+        shift = [-_ZSCORE_RANGE if z else 0.0 for z in zscored]
         notes.append(
             f"{'/'.join(sorted(kinds))} (per image) is approximated: percentiles 0.5–99.5 of the non-zero voxels "
-            "to [0, 1]" + (" then to [−2.576, 2.576]" if "ZScoreNormalization" in kinds else "")
+            "to [0, 1]" + (" (z-scored channels then to [−2.576, 2.576])" if "ZScoreNormalization" in kinds else "")
             + "; expect a shift at round 0 that fine-tuning adapts to."
         )
     else:
