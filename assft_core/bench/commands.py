@@ -28,6 +28,9 @@ def _cost_report(args: argparse.Namespace) -> int:
         if "goal_ratio" in details:
             verdict = "meets" if details["meets_goal"] else "MISSES"
             ratio += f" ({verdict} the ≤ {details['goal_ratio']}× goal; hooks alone {details['pass_ratio']:.2f}×)"
+            if "paired_ratio" in details:
+                ratio += (f"; paired with the plain timing beside each: {details['paired_ratio']:.2f}× "
+                          f"(hooks {details['paired_pass_ratio']:.2f}×)")
             timings = details["repeats"] * details["n_cases"]
             if timings < 3:  # a verdict from one or two timings is noise
                 ratio += f"; only {timings} timing(s): use --repeats 3 or more cases before trusting the verdict"

@@ -38,6 +38,10 @@ class ScoringCost:
         scoring_s: median time of the scoring pass plus every metric (KL per layer, ASD, entropies, c).
         ratio: `scoring_s / plain_s`, the headline number (goal ≤ 1.3).
         pass_ratio: `pass_s / plain_s` (the hooks alone).
+        paired_ratio / paired_pass_ratio: medians over every (case, repeat) of the scoring (or
+            pass) time over the plain time measured beside it in the same rotation: the machine's
+            speed drifts less between neighbouring timings than over a whole run, so these move
+            less from run to run on a shared machine.
         n_cases / repeats: how many cases and timings per case.
         shape: (C, D, H, W) of the first case.
         device: where the model ran.
@@ -50,6 +54,8 @@ class ScoringCost:
     scoring_s: float
     ratio: float
     pass_ratio: float
+    paired_ratio: float
+    paired_pass_ratio: float
     n_cases: int
     repeats: int
     shape: list[int]
@@ -153,6 +159,7 @@ def measure_scoring_cost(
 
     paths = [plain, hooked, full]
     times: dict[str, list[float]] = {f.__name__: [] for f in paths}
+    pairs: list[tuple[float, float]] = []
     shape: list[int] = []
     n_cases = 0
     for case in cases:
@@ -162,8 +169,10 @@ def measure_scoring_cost(
             for f in paths:  # warm-up: allocator, cuDNN autotuning, lazy imports
                 f(image)
         for r in range(repeats):
-            for f in paths[r % 3 :] + paths[: r % 3]:
-                times[f.__name__].append(_timed(f, image, device))
+            taken = {f.__name__: _timed(f, image, device) for f in paths[r % 3 :] + paths[: r % 3]}
+            for name, seconds in taken.items():
+                times[name].append(seconds)
+            pairs.append((taken["full"] / taken["plain"], taken["hooked"] / taken["plain"]))
         n_cases += 1
     if n_cases == 0:
         raise ValueError("no cases to measure")
@@ -176,6 +185,8 @@ def measure_scoring_cost(
         scoring_s=scoring_s,
         ratio=scoring_s / plain_s,
         pass_ratio=pass_s / plain_s,
+        paired_ratio=statistics.median(full for full, _ in pairs),
+        paired_pass_ratio=statistics.median(hooked for _, hooked in pairs),
         n_cases=n_cases,
         repeats=repeats,
         shape=shape,

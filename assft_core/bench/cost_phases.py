@@ -118,6 +118,7 @@ def measure_scoring(
     return PhaseCost(
         "scoring", "case", result.scoring_s, [], mem.peak_mib, mem.method, result.ratio,
         {"plain_s": result.plain_s, "pass_s": result.pass_s, "pass_ratio": result.pass_ratio,
+         "paired_ratio": result.paired_ratio, "paired_pass_ratio": result.paired_pass_ratio,
          "goal_ratio": result.goal_ratio, "meets_goal": result.meets_goal, "repeats": result.repeats,
          "n_cases": result.n_cases},
     )

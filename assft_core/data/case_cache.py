@@ -1,9 +1,11 @@
 """Preprocessed cases through a compact cache: image float16, label uint8 (half the disk of float32).
 
 A project caches every preprocessed case as `<cache_dir>/<content hash>.f16.npz` (uncompressed
-npz: image stored float16, label uint8, the geometry float64). The image is normalised to [0, 1],
-where float16 keeps every value to within 2.5e-4 (half a unit in the last place); on the demo
-corpus that changes Dice by at most 1.1e-4 and every scored column by at most 1e-4.
+npz: image stored float16, label uint8, the geometry float64). A CT window or MRI percentile
+image lies in [0, 1], where float16 keeps every value to within 2.5e-4 (half a unit in the last
+place); on the demo corpus that changes Dice by at most 1.1e-4 and every scored column by at most
+1e-4. An MRI z-score image (`mri_normalisation` zscore*) keeps each value to within 2.5e-4 where
+|z| ≤ 1 and to within 4.9e-4 of its size above.
 
 The case handed out is the same whether it was computed now or read back: a freshly
 preprocessed image is rounded to float16 too, so a pass never depends on the cache being warm.

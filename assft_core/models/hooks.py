@@ -97,8 +97,11 @@ class _MomentAccumulator:
 
     def add(self, owned: torch.Tensor) -> None:
         """`owned`: (C, d, h, w) values of owned positions."""
-        x = owned.detach().to(torch.float64).flatten(1)
-        s, sq = x.sum(1), (x * x).sum(1)  # stay on the compute device: no sync per window
+        # Summed in float64 without a float64 copy of the features (squares too: the norm's
+        # reduction accumulates in float64); results stay on the device, no sync per window.
+        x = owned.detach().flatten(1)
+        s = x.sum(1, dtype=torch.float64)
+        sq = torch.linalg.vector_norm(x, 2, dim=1, dtype=torch.float64).square()
         self.sum = s if self.sum is None else self.sum + s
         self.sumsq = sq if self.sumsq is None else self.sumsq + sq
         self.n += x.shape[1]

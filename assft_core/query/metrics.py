@@ -163,66 +163,175 @@ def grown_bounding_box(mask: torch.Tensor, radius: int) -> tuple[slice, ...] | N
     return tuple(box)
 
 
+# Elements per slab of the voxel-wise passes: a K × slab × H × W block stays cache-sized,
+# and no (K, D, H, W) temporary is made (at 512² × 300 with 15 classes it would be 4.7 GB).
+_SLAB_ELEMENTS = 1 << 21
+
+
 # Foreground classes dilated together: one bit each of a uint8 volume.
 _CLASSES_PER_PLANE = 8
 
 
-def class_rois(labels: torch.Tensor, values: torch.Tensor, num_classes: int, radius: int) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor
-]:
+@dataclass
+class ClassRois:
+    """Sizes and sums over the dilated class ROIs Ω_k of one case (`class_rois`).
+
+    Attributes:
+        sizes: (K−1,) float64 |Ω_k| (on CPU).
+        sums: (K−1,) float64 Σ_{v∈Ω_k} values(v) (on CPU).
+        union_voxels: |∪_k Ω_k|.
+        union_sum: Σ over ∪_k Ω_k of `union_values` (0.0 when none were given).
+    """
+
+    sizes: torch.Tensor
+    sums: torch.Tensor
+    union_voxels: int
+    union_sum: float
+
+
+def class_rois(
+    labels: torch.Tensor,
+    values: torch.Tensor,
+    num_classes: int,
+    radius: int,
+    union_values: torch.Tensor | None = None,
+) -> ClassRois:
     """Per foreground class k, the size of `Ω_k = dilate(labels == k, r)` and the sum of `values` over it.
 
     Up to 8 classes share one uint8 volume, bit k − 1 marking Ω_k, so one ball dilation
     (`dilate_ball` on the bits) serves them all; a voxel's byte then says which Ω_k hold it, and
-    one weighted histogram over the 256 byte values gives every class's size and sum (summed in
-    float64). The same numbers as dilating each class's mask alone.
+    weighted histograms over the 256 byte values, taken slab by slab (float64 sums, no volume-sized
+    float64 copy), give every class's size and sum. The same numbers as dilating each class's mask
+    alone. With up to 8 foreground classes the union of the Ω_k is every non-zero byte, so its size
+    and the sum of `union_values` over it come from the same histograms; with more, the planes'
+    union is kept as one boolean volume.
 
     Args:
         labels: (D, H, W) integer class indices in 0..num_classes − 1.
         values: (D, H, W) float values to sum (e.g. the entropy map), same device.
         num_classes: K, background included.
         radius: r in voxels.
+        union_values: optional (D, H, W) float values summed over the union (e.g. max_k p_k).
 
     Returns:
-        (K−1,) float64 sizes |Ω_k|, (K−1,) float64 sums Σ_{v∈Ω_k} values(v) (both on CPU), and
-        the (D, H, W) bool union of the Ω_k.
+        The case's `ClassRois`.
     """
     device = labels.device
-    weights = values.reshape(-1).to(torch.float64)
+    wide = labels.to(torch.int16)  # room for `labels − first` below 0
+    one = torch.ones((), dtype=torch.uint8, device=device)
     codes = torch.arange(256, device=device)
+    step = max(1, _SLAB_ELEMENTS // max(1, labels.shape[1] * labels.shape[2]))
+    planes = range(1, num_classes, _CLASSES_PER_PLANE)
+    union = torch.zeros(labels.shape, dtype=torch.bool, device=device) if len(planes) > 1 else None
     sizes, sums = [], []
-    union = torch.zeros(labels.shape, dtype=torch.bool, device=device)
-    for first in range(1, num_classes, _CLASSES_PER_PLANE):
+    union_voxels, union_sum = 0, torch.zeros((), dtype=torch.float64, device=device)
+    for first in planes:
         n = min(_CLASSES_PER_PLANE, num_classes - first)
-        bit_of = torch.zeros(num_classes, dtype=torch.uint8, device=device)
-        bit_of[first : first + n] = torch.tensor([1 << j for j in range(n)], dtype=torch.uint8, device=device)
-        bits = dilate_ball(bit_of[labels][None], radius)[0]
-        flat = bits.reshape(-1)
+        # Class first + j -> bit j, other classes -> 0 (elementwise: a gather through a lookup
+        # table is four times slower on CPU).
+        rel = wide - first
+        plane = torch.bitwise_left_shift(one, rel.clamp(0, n - 1).to(torch.uint8)) * ((rel >= 0) & (rel < n))
+        bits = dilate_ball(plane[None], radius)[0]
+        counts = torch.zeros(256, dtype=torch.float64, device=device)
+        weighted = torch.zeros(256, dtype=torch.float64, device=device)
+        over_union = torch.zeros(256, dtype=torch.float64, device=device)
+        for z in range(0, bits.shape[0], step):
+            flat = bits[z : z + step].reshape(-1)
+            counts += torch.bincount(flat, minlength=256)
+            weighted += torch.bincount(flat, weights=values[z : z + step].reshape(-1).to(torch.float64), minlength=256)
+            if union is None and union_values is not None:
+                over_union += torch.bincount(flat, weights=union_values[z : z + step].reshape(-1).to(torch.float64), minlength=256)
         member = ((codes[:, None] >> torch.arange(n, device=device)) & 1).to(torch.float64)  # (256, n)
-        sizes.append(torch.bincount(flat, minlength=256).to(torch.float64) @ member)
-        sums.append(torch.bincount(flat, weights=weights, minlength=256) @ member)
-        union |= bits != 0
-    return torch.cat(sizes).cpu(), torch.cat(sums).cpu(), union
+        sizes.append(counts @ member)
+        sums.append(weighted @ member)
+        if union is None:
+            union_voxels, union_sum = int(counts[1:].sum()), over_union[1:].sum()
+        else:
+            union |= bits != 0
+    if union is not None:
+        union_voxels = int(union.count_nonzero())
+        if union_values is not None:
+            union_sum = torch.where(union, union_values, 0.0).sum(dtype=torch.float64)
+    return ClassRois(torch.cat(sizes).cpu(), torch.cat(sums).cpu(), union_voxels, float(union_sum))
+
+
+def _slab_len(probs: torch.Tensor) -> int:
+    k, _, h, w = probs.shape
+    return max(1, _SLAB_ELEMENTS // max(1, k * h * w))
+
+
+def _entropy_of(p: torch.Tensor, k: int) -> torch.Tensor:
+    # entr(p) = −p log p is bit for bit −xlogy(p, p) and a third faster on CPU; in place on the
+    # (d, H, W) sum.
+    return torch.special.entr(p).sum(0).div_(math.log(k)).clamp_(0.0, 1.0)
 
 
 def voxel_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Normalised voxel entropy `H = −Σ_k p_k log p_k / log K` in [0, 1] (METHOD.md §2).
 
+    Computed in slabs along D (no (K, D, H, W) temporary).
+
     Args:
         probs: (K, D, H, W) softmax, K ≥ 2.
 
     Returns:
-        (D, H, W) float32 entropy map (0 · log 0 taken as 0).
+        (D, H, W) float32 entropy map (0 · log 0 taken as 0), on `probs`' device.
 
     Raises:
         ValueError: when K < 2.
     """
-    k = probs.shape[0]
+    return voxel_maps(probs).entropy
+
+
+@dataclass
+class VoxelMaps:
+    """What one slab-wise pass over a softmax gives (`voxel_maps`).
+
+    Attributes:
+        labels: (D, H, W) uint8 argmax (first maximum on ties).
+        entropy: (D, H, W) float32 normalised entropy H.
+        p_max: (D, H, W) float32 max_k p_k.
+        entropy_sum: Σ_v H(v), accumulated in float64.
+    """
+
+    labels: torch.Tensor
+    entropy: torch.Tensor
+    p_max: torch.Tensor
+    entropy_sum: float
+
+
+def voxel_maps(probs: torch.Tensor) -> VoxelMaps:
+    """Argmax, entropy and max probability of a softmax in one pass, slab by slab along D.
+
+    One `max` over the class axis gives both the labels (== argmax, first maximum on ties; argmax
+    over the class axis is ~20× slower on CPU) and max_k p_k; each slab of K × d × H × W values is
+    read while it is in cache. Memory: 9 bytes a voxel besides the softmax.
+
+    Args:
+        probs: (K, D, H, W) softmax, 2 ≤ K ≤ 256, on any device.
+
+    Raises:
+        ValueError: when K < 2 or K > 256 (labels are uint8).
+    """
+    k, d, h, w = probs.shape
     if k < 2:
         raise ValueError(f"entropy needs at least 2 classes, got K={k}")
-    p = probs.to(torch.float32)
-    # In place on the (D, H, W) sum; dividing by −log K is bit for bit −(sum / log K).
-    return torch.special.xlogy(p, p).sum(0).div_(-math.log(k)).clamp_(0.0, 1.0)
+    if k > 256:
+        raise ValueError(f"at most 256 classes fit the uint8 label map, got K={k}")
+    device = probs.device
+    labels = torch.empty((d, h, w), dtype=torch.uint8, device=device)
+    entropy = torch.empty((d, h, w), dtype=torch.float32, device=device)
+    p_max = torch.empty((d, h, w), dtype=torch.float32, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    step = _slab_len(probs)
+    for z in range(0, d, step):
+        p = probs[:, z : z + step].to(torch.float32)
+        best, idx = p.max(0)
+        p_max[z : z + step], labels[z : z + step] = best, idx
+        ent = _entropy_of(p, k)
+        entropy[z : z + step] = ent
+        total += ent.sum(dtype=torch.float64)
+    return VoxelMaps(labels=labels, entropy=entropy, p_max=p_max, entropy_sum=float(total))
 
 
 @dataclass
@@ -267,20 +376,18 @@ def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
         The case's `RoiUncertainty` (maps on CPU).
     """
     k = probs.shape[0]
-    ent = voxel_entropy(probs)
-    # One max gives both: the labels (== argmax, first maximum on ties; argmax over the class axis
-    # is ~20× slower on CPU) and max_k p_k for the confidence.
-    p_max, labels = probs.max(0)
+    maps = voxel_maps(probs)
+    ent, p_max, labels = maps.entropy, maps.p_max, maps.labels
     r = cfg.roi_dilation_voxels
     class_entropy = torch.full((k - 1,), float("nan"), dtype=torch.float64)
     box = grown_bounding_box(labels > 0, r)
     if box is not None:
-        sizes, sums, rois = class_rois(labels[box], ent[box], k, r)
-        present = sizes > 0
-        class_entropy[present] = (sums / sizes.clamp_min(1))[present]
+        # The union of the Ω_k lies inside the box: c is summed over it there.
+        rois = class_rois(labels[box], ent[box], k, r, union_values=p_max[box])
+        present = rois.sizes > 0
+        class_entropy[present] = (rois.sums / rois.sizes.clamp_min(1))[present]
         asd = float(class_entropy[present].mean())
-        # The union of the Ω_k lies inside the box; a float64 sum over it (no voxel list made).
-        confidence = float(torch.where(rois, p_max[box], 0.0).sum(dtype=torch.float64)) / int(rois.count_nonzero())
+        confidence = rois.union_sum / rois.union_voxels
         used_fallback = False
     else:
         n_top = max(1, math.ceil(cfg.fallback_top_fraction * ent.numel()))
@@ -295,10 +402,10 @@ def roi_uncertainty(probs: torch.Tensor, cfg: QueryConfig) -> RoiUncertainty:
         asd=asd,
         class_entropy=class_entropy.numpy(),
         confidence=confidence,
-        mean_entropy=float(ent.to(torch.float64).mean()),
+        mean_entropy=maps.entropy_sum / ent.numel(),
         fg_fraction=int(torch.count_nonzero(labels)) / labels.numel(),
         used_fallback=used_fallback,
-        argmax=labels.to(torch.uint8).cpu().numpy(),
+        argmax=labels.cpu().numpy(),
         entropy=ent.to(torch.float16).cpu().numpy(),
     )
 

@@ -26,3 +26,23 @@ def test_bench_cost_scoring_writes_json_and_keeps_existing_files(tmp_path, capsy
     before = out.read_text()
     assert main(args) == 1  # exists: refused, file untouched
     assert out.read_text() == before and "--force" in capsys.readouterr().err
+
+
+def test_paired_ratios_cancel_a_drifting_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assft_core.bench import cost
+    from assft_core.config import InferenceConfig, QueryConfig
+
+    calls: list[str] = []
+    cost_of = {"plain": 1.0, "hooked": 1.02, "full": 1.1}
+
+    def timed(fn, image, device):  # noqa: ANN001 - stands in for cost._timed
+        calls.append(fn.__name__)
+        slowdown = 1.0 + 0.5 * ((len(calls) - 1) // 3)  # the machine slows down rotation by rotation
+        return cost_of[fn.__name__] * slowdown
+
+    monkeypatch.setattr(cost, "_timed", timed)
+    model = cost.tiny_model()
+    infer = InferenceConfig(roi_size=(16, 16, 16), device="cpu")
+    result = cost.measure_scoring_cost(model, cost.synthetic_cases(2, (16, 16, 16)), infer, QueryConfig(), repeats=3)
+    assert len(calls) == 2 * 3 * 3  # warm-ups go around _timed
+    assert result.paired_ratio == pytest.approx(1.1) and result.paired_pass_ratio == pytest.approx(1.02)

@@ -13,6 +13,7 @@ from assft_core.config import QueryConfig
 from assft_core.models.outputs import NormMoments
 from assft_core.models.source_stats import floored_source_var
 from digital_ball import ball_kernel
+from assft_core.query import metrics
 from assft_core.query.metrics import (
     class_rois,
     cosine_distance_to_set,
@@ -167,16 +168,36 @@ def test_roi_uncertainty_matches_the_per_class_reference(k: int, shape: tuple[in
     np.testing.assert_array_equal(res.argmax, ref["argmax"])
 
 
-def test_class_rois_sizes_sums_and_union():
-    labels = torch.zeros(7, 7, 7, dtype=torch.int64)
-    labels[3, 3, 3], labels[3, 3, 4] = 1, 3  # class 2 absent; Ω_1 and Ω_3 overlap
+@pytest.mark.parametrize("num_classes", [4, 12])  # one bit plane; two (the union kept as a volume)
+def test_class_rois_sizes_sums_and_union(num_classes: int, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(metrics, "_SLAB_ELEMENTS", 2 * 7 * 7)  # several slabs of 2 slices
+    labels = torch.zeros(7, 7, 7, dtype=torch.uint8)
+    top = num_classes - 1
+    labels[3, 3, 3], labels[3, 3, 4], labels[1, 1, 1] = 1, 3, top  # class 2 absent; Ω_1 and Ω_3 overlap
     values = torch.arange(7**3, dtype=torch.float32).view(7, 7, 7)
-    sizes, sums, union = class_rois(labels, values, 4, 1)
+    weights = torch.rand(7, 7, 7, generator=torch.Generator().manual_seed(0))
+    rois = class_rois(labels, values, num_classes, 1, union_values=weights)
     struct = ball_kernel(1).numpy() > 0
-    masks = [ndimage.binary_dilation(labels.numpy() == c, structure=struct) for c in (1, 2, 3)]
-    np.testing.assert_array_equal(sizes.numpy(), [m.sum() for m in masks])
-    np.testing.assert_array_equal(sums.numpy(), [values.numpy()[m].astype(np.float64).sum() for m in masks])
-    np.testing.assert_array_equal(union.numpy(), np.any(masks, axis=0))
+    masks = [ndimage.binary_dilation(labels.numpy() == c, structure=struct) for c in range(1, num_classes)]
+    np.testing.assert_array_equal(rois.sizes.numpy(), [m.sum() for m in masks])
+    np.testing.assert_array_equal(rois.sums.numpy(), [values.numpy()[m].astype(np.float64).sum() for m in masks])
+    union = np.any(masks, axis=0)
+    assert rois.union_voxels == union.sum()
+    assert rois.union_sum == pytest.approx(weights.numpy()[union].astype(np.float64).sum(), rel=1e-12)
+    assert class_rois(labels, values, num_classes, 1).union_sum == 0.0
+
+
+def test_voxel_maps_in_slabs_equal_the_whole_volume_formulas(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(metrics, "_SLAB_ELEMENTS", 3 * 5 * 6 * 2)  # 2 slices a slab, the last one short
+    probs = torch.randn(3, 7, 5, 6, generator=torch.Generator().manual_seed(1)).softmax(0)
+    probs[:, 0, 0, 0] = torch.tensor([0.4, 0.4, 0.2])  # a tie: the first maximum wins, as argmax
+    maps = metrics.voxel_maps(probs)
+    whole = (torch.special.xlogy(probs, probs).sum(0) / -math.log(3)).clamp(0.0, 1.0)
+    assert maps.labels.dtype == torch.uint8 and maps.labels[0, 0, 0] == 0
+    np.testing.assert_array_equal(maps.labels.numpy(), probs.argmax(0).numpy())
+    np.testing.assert_array_equal(maps.p_max.numpy(), probs.amax(0).numpy())
+    np.testing.assert_allclose(maps.entropy.numpy(), whole.numpy(), rtol=0, atol=1e-7)
+    assert maps.entropy_sum == pytest.approx(float(whole.double().sum()), rel=1e-12)
 
 
 def test_voxel_entropy_bounds():
