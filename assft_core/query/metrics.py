@@ -280,7 +280,14 @@ def voxel_entropy(probs: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: when K < 2.
     """
-    return voxel_maps(probs).entropy
+    k, d, h, w = probs.shape
+    if k < 2:
+        raise ValueError(f"entropy needs at least 2 classes, got K={k}")
+    entropy = torch.empty((d, h, w), dtype=torch.float32, device=probs.device)
+    step = _slab_len(probs)
+    for z in range(0, d, step):
+        entropy[z : z + step] = _entropy_of(probs[:, z : z + step].to(torch.float32), k)
+    return entropy
 
 
 @dataclass
