@@ -162,15 +162,22 @@ def _to_channels(data: np.ndarray, path: Path, *, allow_channels: bool) -> np.nd
     )
 
 
-def load_image(paths: Sequence[Path | str], *, max_voxels: int | None = None) -> Volume:
-    """Load an image as (C, X, Y, Z) float32: one 3D file per channel, or one 4D multi-channel file.
+# Integer voxel types whose every value float32 holds exactly.
+_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+
+
+def load_image(paths: Sequence[Path | str], *, max_voxels: int | None = None, keep_integer_dtype: bool = False) -> Volume:
+    """Load an image as (C, X, Y, Z) C-contiguous float32: one 3D file per channel, or one 4D multi-channel file.
 
     Args:
         paths: one path per channel, or a single 3D or 4D (X, Y, Z, C) file.
         max_voxels: header size limit (default `PreprocessConfig.max_voxels`), per file.
+        keep_integer_dtype: keep voxels of 8- or 16-bit integer files (most CT: int16 HU) in that
+            dtype, which float32 holds exactly, at half or a quarter of its memory.
 
     Returns:
-        Volume with `array` (C, X, Y, Z) float32 and the first file's affine.
+        Volume with `array` (C, X, Y, Z) float32 (or the files' small integer dtype) and the first
+        file's affine.
 
     Raises:
         NiftiFileError: any unreadable, too large, wrongly shaped file; NaN/Inf voxels; channel
@@ -182,9 +189,12 @@ def load_image(paths: Sequence[Path | str], *, max_voxels: int | None = None) ->
     affine: np.ndarray | None = None
     for p in (Path(x) for x in paths):
         img = open_nifti(p, max_voxels=max_voxels)
-        arr = _to_channels(read_voxels(img, p), p, allow_channels=len(paths) == 1).astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
+        raw = _to_channels(read_voxels(img, p), p, allow_channels=len(paths) == 1)
+        if np.issubdtype(raw.dtype, np.floating) and not np.all(np.isfinite(raw)):
             raise NiftiFileError(p, "contains NaN or Inf voxels.", "replace them (e.g. with the background value) and re-save.")
+        kept = keep_integer_dtype and raw.dtype in _EXACT_IN_FLOAT32
+        arr = np.ascontiguousarray(raw, dtype=raw.dtype if kept else np.float32)
+        del raw
         if affine is None:
             affine = np.asarray(img.affine, dtype=np.float64)
         elif arr.shape[1:] != channels[0].shape[1:] or not np.allclose(img.affine, affine, atol=1e-3):

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (
-    Compose,
-    CropForegroundd,
-    DivisiblePadd,
-    Orientationd,
-    ScaleIntensityRange,
-    Spacingd,
-)
+from monai.transforms import CropForeground, DivisiblePad, Orientation, ScaleIntensityRange, Spacing
 
 from assft_core.config import Modality, MriNormalisation, PreprocessConfig, to_dict
 from assft_core.data.grid import resample_label_to_grid
@@ -66,12 +61,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, *, cache_dir: Pat
     cached = _cache_read(cache_dir, key)
     if cached is not None:
         return _with_identity(cached, record.case_id, record.site)
-    image = load_image(record.image_paths, max_voxels=cfg.max_voxels)
-    label = None
-    if record.label_path is not None:
-        label = load_label(record.label_path, max_voxels=cfg.max_voxels)
-        _check_label_fits(image, label, record.label_path, cfg.geometry_tolerance)
-    case = _run_pipeline(image, label, cfg, case_id=record.case_id, site=record.site, key=key)
+    case = _run_pipeline(record, cfg, key=key)
     _cache_write(cache_dir, case)
     return case
 
@@ -149,20 +139,20 @@ def content_hash(files: Sequence[Path], cfg: PreprocessConfig, *, has_label: boo
     return h.hexdigest()
 
 
-def _check_label_fits(image: Volume, label: Volume, label_path: Path, tol: float) -> None:
+def _check_label_fits(label: Volume, label_path: Path, image_shape: tuple[int, ...], image_affine: np.ndarray, tol: float) -> None:
     if label.array.min() < 0 or label.array.max() > 254:
         raise NiftiFileError(
             label_path,
             f"label values span {int(label.array.min())}..{int(label.array.max())}; class indices must be 0..254 (255 = ignore).",
             "renumber the classes consecutively from 0 (background).",
         )
-    if label.spatial_shape != image.spatial_shape:
+    if label.spatial_shape != image_shape:
         raise NiftiFileError(
             label_path,
-            f"label shape {label.spatial_shape} differs from the image's {image.spatial_shape}.",
+            f"label shape {label.spatial_shape} differs from the image's {image_shape}.",
             "give the label made on this image, or resample it; `assft validate IMAGE LABEL` lists every problem.",
         )
-    if not np.allclose(label.affine, image.affine, atol=tol):
+    if not np.allclose(label.affine, image_affine, atol=tol):
         raise NiftiFileError(
             label_path,
             "label geometry (spacing, origin or direction) differs from the image's.",
@@ -170,47 +160,95 @@ def _check_label_fits(image: Volume, label: Volume, label_path: Path, tol: float
         )
 
 
-def _run_pipeline(
-    image: Volume, label: Volume | None, cfg: PreprocessConfig, *, case_id: str, site: str, key: str
-) -> PreprocessedCase:
-    affine = torch.as_tensor(image.affine, dtype=torch.float64)
-    data: dict[str, MetaTensor] = {"image": MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=affine)}
-    keys = ["image"]
-    if label is not None:
-        data["label"] = MetaTensor(torch.from_numpy(label.array.astype(np.float32)), affine=affine.clone())
-        keys.append("label")
-    modes = ("bilinear", "nearest")[: len(keys)]
-    # Image edges replicate (CT air stays air); label outside the scan is background.
-    pads = ("border", "zeros")[: len(keys)]
-    steps = [
-        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Spacingd(keys=keys, pixdim=cfg.spacing_mm, mode=modes, padding_mode=pads, dtype=np.float32),
-    ]
-    if cfg.crop_foreground:
-        threshold = cfg.ct_body_threshold_hu if cfg.modality is Modality.CT else 0.0
-        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=lambda x: x > threshold, allow_smaller=True))
-    out = Compose(steps)(data)
-    img = out["image"]
-    img = _normalise(img, cfg, case_id)
-    out["image"] = img
-    out = DivisiblePadd(keys=keys, k=cfg.divisor, mode="constant")(out)
-    final_image: MetaTensor = out["image"]
-    lab = None
-    if label is not None:
-        lab_arr = out["label"].detach().cpu().numpy()
-        lab = np.rint(lab_arr).astype(np.uint8)
-    pre_affine = final_image.affine.detach().cpu().numpy().astype(np.float64)
+def _run_pipeline(record: CaseRecord, cfg: PreprocessConfig, *, key: str) -> PreprocessedCase:
+    """Preprocess the image, then the label: a full-size native volume is never held beside the
+    other, only one native volume, its reoriented copy and the resampling grid at a time.
+
+    Each step is the MONAI transform that one dictionary `Compose` over image and label would apply
+    to each key (the label resampled onto the image's output shape, cropped with the image's box),
+    so the arrays are the same bit for bit. Voxels stay in the file's integer dtype until the
+    resampling converts them to float32 (exact for 8- and 16-bit integers).
+    """
+    image = _image_to_grid(record.image_paths, cfg)
+    label = None
+    if record.label_path is not None:
+        label = _label_to_grid(record.label_path, image, cfg)
+        label = np.rint(_pad(label, cfg).numpy()).astype(np.uint8)
+    normalised = _pad(_normalise(image.tensor, cfg, record.case_id), cfg)
+    pre_affine = normalised.affine.detach().cpu().numpy().astype(np.float64)
     return PreprocessedCase(
-        case_id=case_id,
-        image=final_image.detach().cpu().numpy().astype(np.float32),
-        label=lab,
+        case_id=record.case_id,
+        image=normalised.detach().cpu().numpy().astype(np.float32),
+        label=label,
         affine=pre_affine,
         spacing_mm=tuple(float(s) for s in np.linalg.norm(pre_affine[:3, :3], axis=0)),  # type: ignore[arg-type]
-        native_shape=image.spatial_shape,
-        native_affine=image.affine,
+        native_shape=image.native_shape,
+        native_affine=image.native_affine,
         content_hash=key,
-        site=site,
+        site=record.site,
     )
+
+
+@dataclass
+class _ImageOnGrid:
+    """The image resampled and cropped, with what the label's steps need from it."""
+
+    tensor: MetaTensor  # (C, D, H, W) float32, RAS, at cfg.spacing_mm, cropped to the body
+    resampled_shape: tuple[int, ...]  # (D, H, W) after resampling, before the crop
+    crop: Callable[[MetaTensor], MetaTensor] | None  # the same crop for the label (None: no crop)
+    native_shape: tuple[int, int, int]
+    native_affine: np.ndarray
+
+
+def _image_to_grid(paths: Sequence[Path], cfg: PreprocessConfig) -> _ImageOnGrid:
+    """RAS, resampled linearly (edges replicated: CT air stays air), cropped to the body."""
+    volume = load_image(paths, max_voxels=cfg.max_voxels, keep_integer_dtype=True)
+    native_shape, native_affine = volume.spatial_shape, volume.affine
+    tensor = _as_meta(volume.array, native_affine)
+    del volume  # the tensor is now the only holder of the native voxels; each step frees its input
+    tensor = _orient(tensor)
+    tensor = Spacing(pixdim=cfg.spacing_mm, mode="bilinear", padding_mode="border", dtype=np.float32)(tensor)
+    resampled_shape = tuple(int(s) for s in tensor.shape[1:])
+    crop = None
+    if cfg.crop_foreground:
+        threshold = cfg.ct_body_threshold_hu if cfg.modality is Modality.CT else 0.0
+        cropper = CropForeground(select_fn=lambda x: x > threshold, allow_smaller=True)
+        start, end = cropper.compute_bounding_box(tensor)
+        crop = partial(cropper.crop_pad, box_start=start, box_end=end, mode="constant")
+        tensor = crop(tensor)
+    return _ImageOnGrid(tensor, resampled_shape, crop, native_shape, native_affine)
+
+
+def _label_to_grid(path: Path, image: _ImageOnGrid, cfg: PreprocessConfig) -> MetaTensor:
+    """The label on the image's grid: RAS, nearest-neighbour (background outside the scan), the
+    image's crop. Returns (1, D, H, W) float32 class values.
+
+    Raises:
+        NiftiFileError: the label's values, shape or geometry do not fit the image.
+    """
+    volume = load_label(path, max_voxels=cfg.max_voxels)
+    _check_label_fits(volume, path, image.native_shape, image.native_affine, cfg.geometry_tolerance)
+    # On the image's affine: within the tolerance they are the same grid, and must resample alike.
+    tensor = _as_meta(volume.array, image.native_affine)
+    del volume
+    tensor = _orient(tensor)
+    tensor = Spacing(pixdim=cfg.spacing_mm, mode="nearest", padding_mode="zeros", dtype=np.float32)(
+        tensor, output_spatial_shape=image.resampled_shape
+    )
+    return tensor if image.crop is None else image.crop(tensor)
+
+
+def _as_meta(array: np.ndarray, affine: np.ndarray) -> MetaTensor:
+    """(C, X, Y, Z) array -> MetaTensor, sharing its memory when it is C-contiguous already."""
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(affine, dtype=torch.float64))
+
+
+def _orient(tensor: MetaTensor) -> MetaTensor:
+    return Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(tensor)
+
+
+def _pad(tensor: MetaTensor, cfg: PreprocessConfig) -> MetaTensor:
+    return DivisiblePad(k=cfg.divisor, mode="constant")(tensor)
 
 
 def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTensor:

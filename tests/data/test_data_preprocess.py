@@ -175,3 +175,45 @@ def test_invert_label_checks_shape(tmp_path: Path) -> None:
     case = preprocess_image([write_nifti(tmp_path / "s.nii.gz", scan())], PreprocessConfig(divisor=4))
     with pytest.raises(DataError, match="preprocessed grid"):
         invert_label(np.zeros((3, 3, 3), np.uint8), case)
+
+
+def _one_compose_reference(img: np.ndarray, lab: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig) -> tuple:
+    """What one MONAI dictionary Compose over image and label gives (float32 in, CT window)."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, CropForegroundd, DivisiblePadd, Orientationd, ScaleIntensityRanged, Spacingd
+
+    aff = torch.as_tensor(affine, dtype=torch.float64)
+    data = {"image": MetaTensor(torch.from_numpy(img.astype(np.float32)[None]), affine=aff),
+            "label": MetaTensor(torch.from_numpy(lab.astype(np.float32)[None]), affine=aff.clone())}
+    keys = ["image", "label"]
+    out = Compose([
+        Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        Spacingd(keys=keys, pixdim=cfg.spacing_mm, mode=("bilinear", "nearest"), padding_mode=("border", "zeros"),
+                 dtype=np.float32),
+        CropForegroundd(keys=keys, source_key="image", select_fn=lambda x: x > cfg.ct_body_threshold_hu, allow_smaller=True),
+        ScaleIntensityRanged(keys="image", a_min=cfg.ct_window[0], a_max=cfg.ct_window[1], b_min=0.0, b_max=1.0, clip=True),
+        DivisiblePadd(keys=keys, k=cfg.divisor, mode="constant"),
+    ])(data)
+    return out["image"].numpy(), np.rint(out["label"].numpy()).astype(np.uint8), out["image"].affine.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_image_then_label_equals_one_monai_compose(tmp_path: Path, dtype: type) -> None:
+    # The pipeline runs image and label one after the other (one native volume in memory at a
+    # time) and keeps int16 voxels until resampling: it must equal MONAI's dictionary Compose.
+    shape = (26, 14, 18)
+    rng = np.random.default_rng(3)
+    img = np.full(shape, -1000.0)
+    img[3:-4, 2:-3, 4:-2] = rng.normal(40, 60, (shape[0] - 7, shape[1] - 5, shape[2] - 6)).round()
+    lab = np.zeros(shape, np.uint8)
+    lab[6:14, 4:9, 6:12] = 1
+    lab[15:20, 5:10, 8:14] = 2
+    cfg = PreprocessConfig(spacing_mm=(1.7, 2.3, 1.3), divisor=8, modality=Modality.CT)
+    case = preprocess_case(_case(tmp_path, img.astype(dtype), lab, NATIVE_AFFINE), cfg)
+    ref_image, ref_label, ref_affine = _one_compose_reference(img, lab, NATIVE_AFFINE, cfg)
+    assert case.image.shape == ref_image.shape and ref_image.shape[1:] != shape  # cropped and resampled
+    np.testing.assert_array_equal(case.image, ref_image)
+    np.testing.assert_array_equal(case.label, ref_label)
+    np.testing.assert_array_equal(case.affine, ref_affine)
+    assert set(np.unique(case.label)) == {0, 1, 2}
