@@ -90,25 +90,35 @@ class WindowPartition:
 
 
 class _MomentAccumulator:
-    def __init__(self) -> None:
+    """Per-channel Σx (and Σx² when `squares`) and the count n over the owned regions of windows."""
+
+    def __init__(self, squares: bool = True) -> None:
+        self.squares = squares
         self.sum: torch.Tensor | None = None
         self.sumsq: torch.Tensor | None = None
         self.n = 0
 
     def add(self, owned: torch.Tensor) -> None:
-        """`owned`: (C, d, h, w) values of owned positions."""
-        # Summed in float64 without a float64 copy of the features (squares too: the norm's
-        # reduction accumulates in float64); results stay on the device, no sync per window.
-        x = owned.detach().flatten(1)
-        s = x.sum(1, dtype=torch.float64)
-        sq = torch.linalg.vector_norm(x, 2, dim=1, dtype=torch.float64).square()
+        """`owned`: (C, d, h, w) values of owned positions (a strided view; never copied)."""
+        # Each (h, w) plane is reduced in float32 (pairwise, relative error ~1e-7), the d plane sums
+        # in float64: ten to twenty times faster than a float64 reduction over every value, at the
+        # precision of the features themselves. Results stay on the device, no sync per window.
+        x = owned.detach()
+        s = x.sum((2, 3)).sum(1, dtype=torch.float64)
         self.sum = s if self.sum is None else self.sum + s
-        self.sumsq = sq if self.sumsq is None else self.sumsq + sq
-        self.n += x.shape[1]
+        if self.squares:
+            sq = torch.linalg.vector_norm(x, 2, dim=(2, 3)).to(torch.float64).square().sum(1)
+            self.sumsq = sq if self.sumsq is None else self.sumsq + sq
+        self.n += x[0].numel()
 
     def moments(self) -> NormMoments:
         assert self.sum is not None and self.sumsq is not None
         return NormMoments(sum=self.sum.cpu(), sumsq=self.sumsq.cpu(), n=self.n)
+
+    def mean(self) -> torch.Tensor:
+        """(C,) float64 per-channel mean."""
+        assert self.sum is not None
+        return self.sum.cpu() / self.n
 
 
 class ScoringObserver:
@@ -151,7 +161,7 @@ class ScoringObserver:
         self.embedding_from_output = embedding_from_output
         self.windows: WindowSlices | None = None
         self.norms = {name: _MomentAccumulator() for name in norm_layers}
-        self.stages = {name: _MomentAccumulator() for name in stages}
+        self.stages = {name: _MomentAccumulator(squares=False) for name in stages}  # means only
         self._out_sum: torch.Tensor | None = None
         self._out_weight = 0
         modules = dict(network.named_modules())
@@ -221,7 +231,7 @@ class ScoringObserver:
         """(E,) float32 L2-normalised z: the owned-voxel average of the hooked stages (concatenated),
         or of the network's embedding output; None when neither is available."""
         if self.stages:
-            pooled = [acc.moments().mean for acc in self.stages.values() if acc.n]
+            pooled = [acc.mean() for acc in self.stages.values() if acc.n]
             if not pooled:
                 return None
             z = torch.cat(pooled)
