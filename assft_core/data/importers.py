@@ -181,7 +181,7 @@ def _import_folder(root: Path, classes: dict[int, str], modality: str | None, di
         if dicom_modality is not None:
             modality = dicom_modality
         elif pairs:
-            first = load_image([pairs[0][1]])
+            first = load_image([pairs[0][1]], keep_integer_dtype=True)
             modality = "CT" if float(np.min(first.array)) < AIR_BELOW_HU else "MRI"
         else:
             raise DataError(f"{root}: no DICOM series could be read (see each series' problem) and no NIfTI image "

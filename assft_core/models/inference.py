@@ -194,8 +194,8 @@ def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig
         cfg: sliding-window settings.
 
     Returns:
-        ((D, H, W) int64 class indices on the CPU (first maximum on ties, as `max(0).indices`),
-        K: the number of classes the network predicts).
+        ((D, H, W) class indices on the CPU, uint8 for K ≤ 256 classes and int64 above (first
+        maximum on ties, as `max(0).indices`), K: the number of classes the network predicts).
 
     Raises:
         AssftError: on a non-4D image, `n_tta` outside 1..8, or an unexpected network output.
@@ -209,14 +209,14 @@ def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig
     size = tuple(int(s) for s in image.shape[1:])
     if cfg.n_tta != 1 or any(s < r for s, r in zip(size, roi)):
         probs = predict_probs(network, image, cfg)
-        return probs.max(dim=0).indices, int(probs.shape[0])
+        return probs.max(dim=0).indices.to(_label_dtype(probs.shape[0])), int(probs.shape[0])
     overlap = (float(cfg.overlap),) * 3
     slices = dense_patch_slices(size, roi, _get_scan_interval(size, roi, 3, overlap))
     device = network_device(network, cfg)
     was_training = network.training
     network.eval()
     batch = image[None].to(device=device, dtype=torch.float32)
-    labels = torch.empty(size, dtype=torch.int64)
+    labels: torch.Tensor | None = None  # (D, H, W), allocated once K is known
     depth = min(roi[0], size[0])
     acc: torch.Tensor | None = None  # (K, depth, H, W): sums of the voxels [base, base + depth)
     count = torch.zeros((depth, *size[1:]), dtype=torch.float32)
@@ -228,10 +228,15 @@ def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig
         n = upto - base
         if n <= 0 or acc is None:
             return
+        assert labels is not None
         labels[base:upto] = (acc[:, :n] / count[None, :n]).max(dim=0).indices
-        acc[:, : depth - n] = acc[:, n:].clone()
+        # Shift the slab down by n in chunks of n planes: source and target never overlap, so no
+        # copy of the slab is made (a clone would double the peak: K x depth x H x W float32).
+        for j in range(0, depth - n, n):
+            m = min(n, depth - n - j)
+            acc[:, j : j + m] = acc[:, j + n : j + n + m]
+            count[j : j + m] = count[j + n : j + n + m]
         acc[:, depth - n :] = 0
-        count[: depth - n] = count[n:].clone()
         count[depth - n :] = 0
         base = upto
 
@@ -245,11 +250,17 @@ def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig
                     finish(s[0].start)
                     if acc is None:
                         acc = torch.zeros((p.shape[0], depth, *size[1:]), dtype=torch.float32)
+                        labels = torch.empty(size, dtype=_label_dtype(p.shape[0]))
                     local = (slice(s[0].start - base, s[0].stop - base), s[1], s[2])
                     acc[(slice(None), *local)] += p
                     count[local] += 1.0
             finish(size[0])
     finally:
         network.train(was_training)
-    assert acc is not None
+    assert acc is not None and labels is not None
     return labels, int(acc.shape[0])
+
+
+def _label_dtype(num_classes: int) -> torch.dtype:
+    """uint8 class indices when K ≤ 256 (an eighth of int64's memory), else int64."""
+    return torch.uint8 if num_classes <= 256 else torch.int64

@@ -21,6 +21,7 @@ def net() -> torch.nn.Module:
     [
         ((40, 24, 20), 0.25, 1, 1),  # several windows along every axis
         ((37, 19, 16), 0.5, 3, 1),  # uneven sizes: last windows shifted back, batches of 3
+        ((40, 24, 20), 0.75, 2, 1),  # the slab shifts by 4 planes of 16: in three chunks
         ((12, 24, 20), 0.25, 1, 1),  # smaller than the ROI along the first axis: MONAI pads (fallback)
         ((24, 16, 16), 0.25, 1, 2),  # flip TTA (fallback)
     ],
@@ -31,8 +32,8 @@ def test_labels_equal_the_argmax_of_the_softmax(net: torch.nn.Module, shape: tup
     cfg = InferenceConfig(roi_size=(16, 16, 16), overlap=overlap, sw_batch_size=sw_batch, n_tta=n_tta, device="cpu")
     labels, k = predict_labels(net, image, cfg)
     expected = predict_probs(net, image, cfg).max(dim=0).indices
-    assert k == 5 and labels.shape == shape
-    assert torch.equal(labels, expected)
+    assert k == 5 and labels.shape == shape and labels.dtype == torch.uint8
+    assert torch.equal(labels.long(), expected)
     assert len(torch.unique(labels)) > 1  # a non-trivial prediction
 
 
