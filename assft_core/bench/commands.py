@@ -54,7 +54,19 @@ COST_PHASES: dict[str, Callable[[argparse.Namespace], int]] = {
 def _run_cost(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).exists() and not args.force:
         raise AssftError(f"{args.out} exists; choose another --out file or pass --force to replace it.")
-    return COST_PHASES[args.phase](args)
+    if args.clock == "cpu":
+        from assft_core.models.inference import resolve_device
+
+        if resolve_device(args.device).type != "cpu":
+            raise AssftError("--clock cpu times CPU work only; add --device cpu, or use the wall clock on a GPU.")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        return COST_PHASES[args.phase](args)
+    finally:
+        torch.set_num_threads(threads)  # an in-process caller keeps its own setting
 
 
 def _add_cost(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +86,10 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=_positive, default=3, help="timings per case and path (default 3)")
     p.add_argument("--n-tta", type=_positive, default=1, help="flip TTA passes (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="inference and scoring timed on the wall clock (default) or on this process's CPU time, "
+                   "which other jobs on a shared machine do not move (CPU devices only; pair with --threads 1)")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and cases")
     p.add_argument("--steps", type=_positive, default=5, help="train_step: timed optimiser steps (default 5)")
     p.add_argument("--batch-size", type=_positive, default=2, help="train_step: patches per step (default 2)")

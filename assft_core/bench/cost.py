@@ -8,13 +8,13 @@ measurement runs anywhere (it then measures the hooks' overhead, not a real mode
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from assft_core.bench.timing import timed
 from assft_core.config import InferenceConfig, QueryConfig
 from assft_core.data.records import PreprocessedCase
 from assft_core.models.card import ModelCard
@@ -120,6 +120,7 @@ def measure_scoring_cost(
     cfg: QueryConfig,
     *,
     repeats: int = 3,
+    clock: str = "wall",
 ) -> ScoringCost:
     """Median per-case time of plain inference, the scoring pass, and scoring + metrics.
 
@@ -132,12 +133,13 @@ def measure_scoring_cost(
         infer_cfg: sliding-window settings (same for both paths).
         cfg: query settings (the metrics computed after the pass).
         repeats: timings per case and path.
+        clock: "wall" or "cpu" (this process's CPU time; `bench.timing`).
 
     Returns:
-        The `ScoringCost`.
+        The `ScoringCost` (seconds on `clock`).
 
     Raises:
-        ValueError: when `cases` is empty or `repeats` < 1.
+        ValueError: when `cases` is empty, `repeats` < 1, or the clock is unknown or "cpu" on CUDA.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be ≥ 1, got {repeats}")
@@ -169,7 +171,7 @@ def measure_scoring_cost(
             for f in paths:  # warm-up: allocator, cuDNN autotuning, lazy imports
                 f(image)
         for r in range(repeats):
-            taken = {f.__name__: _timed(f, image, device) for f in paths[r % 3 :] + paths[: r % 3]}
+            taken = {f.__name__: _timed(f, image, device, clock) for f in paths[r % 3 :] + paths[: r % 3]}
             for name, seconds in taken.items():
                 times[name].append(seconds)
             pairs.append((taken["full"] / taken["plain"], taken["hooked"] / taken["plain"]))
@@ -196,11 +198,6 @@ def measure_scoring_cost(
     )
 
 
-def _timed(fn, image: torch.Tensor, device: torch.device) -> float:  # noqa: ANN001 - local closures
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn(image)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+def _timed(path: Callable[[torch.Tensor], None], image: torch.Tensor, device: torch.device, clock: str) -> float:
+    """Seconds of one path on one image (`bench.timing.timed`)."""
+    return timed(lambda: path(image), device, clock)

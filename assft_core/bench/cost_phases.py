@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from assft_core.bench.memory import PeakMemory
+from assft_core.bench.timing import timed
 from assft_core.config import InferenceConfig, QueryConfig, TrainConfig
 from assft_core.data.records import PreprocessedCase
 from assft_core.errors import DataError
@@ -54,26 +54,18 @@ class PhaseCost:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def _device(model: LoadedModel) -> torch.device:
     return next(model.network.parameters()).device
 
 
 def measure_inference(
-    model: LoadedModel, cases: Sequence[PreprocessedCase], infer_cfg: InferenceConfig, *, repeats: int = 3
+    model: LoadedModel, cases: Sequence[PreprocessedCase], infer_cfg: InferenceConfig, *, repeats: int = 3,
+    clock: str = "wall",
 ) -> PhaseCost:
     """Plain sliding-window softmax (`predict_probs`) per case: the reference of every ratio.
 
-    One untimed warm-up on the first case, then `repeats` timings per case.
+    One untimed warm-up on the first case, then `repeats` timings per case on `clock` ("wall" or
+    "cpu", `bench.timing`).
 
     Raises:
         ValueError: when `cases` is empty.
@@ -88,7 +80,7 @@ def measure_inference(
     times: list[float] = []
     with PeakMemory(device) as mem:
         for image in images:
-            times += [_timed(lambda: predict_probs(model.network, image, infer_cfg), device) for _ in range(repeats)]
+            times += [timed(lambda: predict_probs(model.network, image, infer_cfg), device, clock) for _ in range(repeats)]
     return PhaseCost(
         "inference", "case", statistics.median(times), times, mem.peak_mib, mem.method, 1.0,
         {"n_cases": len(cases), "shape": list(cases[0].image.shape), "roi_size": list(infer_cfg.roi_size)},
@@ -102,6 +94,7 @@ def measure_scoring(
     query_cfg: QueryConfig,
     *,
     repeats: int = 3,
+    clock: str = "wall",
 ) -> PhaseCost:
     """The scoring pass plus every metric per case (`cost.measure_scoring_cost`, which times plain
     inference alongside, in rotating order); memory of one uncached `score_cases` over the cases.
@@ -112,7 +105,7 @@ def measure_scoring(
     from assft_core.bench.cost import measure_scoring_cost
     from assft_core.query.scoring import score_cases
 
-    result = measure_scoring_cost(model, cases, infer_cfg, query_cfg, repeats=repeats)
+    result = measure_scoring_cost(model, cases, infer_cfg, query_cfg, repeats=repeats, clock=clock)
     with tempfile.TemporaryDirectory(prefix="assft-cost-") as tmp, PeakMemory(_device(model)) as mem:
         score_cases(model, cases, model_tag="cost", cfg=query_cfg, infer_cfg=infer_cfg, out_dir=Path(tmp), cache_key=None)
     return PhaseCost(
@@ -182,9 +175,9 @@ def measure_umap(n_points: int, dim: int, *, seed: int = 0) -> PhaseCost:
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="assft-umap-") as tmp, PeakMemory(cpu) as mem:
         cache = Path(tmp)
-        first_s = _timed(lambda: embed_2d(first, cache_dir=cache), cpu)
-        refit_s = _timed(lambda: embed_2d(second), cpu)
-        cached_s = _timed(lambda: embed_2d(first, cache_dir=cache), cpu)
+        first_s = timed(lambda: embed_2d(first, cache_dir=cache), cpu)
+        refit_s = timed(lambda: embed_2d(second), cpu)
+        cached_s = timed(lambda: embed_2d(first, cache_dir=cache), cpu)
     return PhaseCost(
         "umap", "fit", refit_s, [first_s, refit_s, cached_s], mem.peak_mib, mem.method, None,
         {"n_points": n_points, "dim": dim, "first_fit_s": first_s, "refit_s": refit_s, "cached_s": cached_s},

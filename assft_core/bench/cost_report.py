@@ -102,9 +102,9 @@ def measure_phases(args: argparse.Namespace, phases: Sequence[str]) -> dict[str,
     skipped: dict[str, str] = {}
     for phase in phases:
         if phase == "inference":
-            cost = cost_phases.measure_inference(model, cases, infer_cfg, repeats=args.repeats)
+            cost = cost_phases.measure_inference(model, cases, infer_cfg, repeats=args.repeats, clock=args.clock)
         elif phase == "scoring":
-            cost = cost_phases.measure_scoring(model, cases, infer_cfg, QueryConfig(), repeats=args.repeats)
+            cost = cost_phases.measure_scoring(model, cases, infer_cfg, QueryConfig(), repeats=args.repeats, clock=args.clock)
         elif phase == "train_step":
             shape = cases[0].image.shape[1:]
             patch = tuple(args.patch) if args.patch else tuple(min(r, s) for r, s in zip(model.card.roi_size, shape))

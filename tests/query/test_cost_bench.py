@@ -35,7 +35,7 @@ def test_paired_ratios_cancel_a_drifting_machine(monkeypatch: pytest.MonkeyPatch
     calls: list[str] = []
     cost_of = {"plain": 1.0, "hooked": 1.02, "full": 1.1}
 
-    def timed(fn, image, device):  # noqa: ANN001 - stands in for cost._timed
+    def timed(fn, image, device, clock):  # noqa: ANN001 - stands in for cost._timed
         calls.append(fn.__name__)
         slowdown = 1.0 + 0.5 * ((len(calls) - 1) // 3)  # the machine slows down rotation by rotation
         return cost_of[fn.__name__] * slowdown
@@ -46,3 +46,28 @@ def test_paired_ratios_cancel_a_drifting_machine(monkeypatch: pytest.MonkeyPatch
     result = cost.measure_scoring_cost(model, cost.synthetic_cases(2, (16, 16, 16)), infer, QueryConfig(), repeats=3)
     assert len(calls) == 2 * 3 * 3  # warm-ups go around _timed
     assert result.paired_ratio == pytest.approx(1.1) and result.paired_pass_ratio == pytest.approx(1.02)
+
+
+def test_cpu_clock_counts_this_process_work_not_sleep_and_refuses_a_gpu() -> None:
+    import time
+
+    import torch
+
+    from assft_core.bench.timing import timed
+
+    cpu = torch.device("cpu")
+    assert timed(lambda: time.sleep(0.2), cpu, "cpu") < 0.1 <= timed(lambda: time.sleep(0.2), cpu, "wall")
+    busy = timed(lambda: sum(i * i for i in range(300_000)), cpu, "cpu")
+    assert busy > 0.0
+    with pytest.raises(ValueError, match="wall clock"):
+        timed(lambda: None, torch.device("cuda"), "cpu")
+    with pytest.raises(ValueError, match="unknown clock"):
+        timed(lambda: None, cpu, "sundial")
+
+
+def test_bench_cost_on_the_cpu_clock_with_one_thread(tmp_path) -> None:
+    out = tmp_path / "cost.json"
+    assert main(["bench", "cost", "--phase", "scoring", "--cases", "1", "--shape", "16", "16", "16", "--repeats", "1",
+                 "--device", "cpu", "--clock", "cpu", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["clock"] == "cpu" and report["phases"]["scoring"]["details"]["plain_s"] > 0
