@@ -6,6 +6,7 @@ say the same thing. Pure functions of a pick's stored explanation; no store acce
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,16 @@ def _than(rank: Any) -> str:
     return "any other" if share >= 99.5 else f"{share:.0f} %"
 
 
+def _share(rank: Any) -> str:
+    than = _than(rank)
+    return "any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"
+
+
+def _known(value: Any) -> bool:
+    """A stored metric that was computed (not None, not NaN)."""
+    return value is not None and math.isfinite(float(value))
+
+
 def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -> str:
     """One sentence for clinicians on why a case was picked: no symbols, the terms its strategy uses.
 
@@ -44,16 +55,19 @@ def pick_sentence(case_id: str, strategy: str, explanation: Mapping[str, Any]) -
     if strategy == "random":
         return f"{case_id} was drawn at random (a baseline that ignores the scores)."
     criterion = str(e.get("criterion") or "")
+    unavailable = " ".join(str(u) for u in e.get("unavailable") or ())
     reasons = []
-    if ("â" in criterion or "ASD" in criterion or "entropy" in criterion) and e.get("asd_rank") is not None \
-            and e.get("asd") is not None:
-        than = _than(e["asd_rank"])
-        reasons.append("the model is less sure of its outline here than on "
-                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
-    if "k̂" in criterion and e.get("kg_rank") is not None and e.get("kg") is not None:
-        than = _than(e["kg_rank"])
-        reasons.append("the scan looks less like the images the model learned from than "
-                       + ("any other unlabelled scan" if than == "any other" else f"{than} of the unlabelled scans"))
+    if "â" in criterion or "ASD" in criterion or "entropy" in criterion:
+        if _known(e.get("asd")) and e.get("asd_rank") is not None:
+            reasons.append("the model is less sure of its outline here than on " + _share(e["asd_rank"]))
+        else:
+            reasons.append("the model has no output for these structures yet, so its doubt about the outline did not count")
+    if "k̂" in criterion:
+        if "source statistics" not in unavailable and _known(e.get("kg")) and e.get("kg_rank") is not None:
+            reasons.append("the scan looks less like the images the model learned from than " + _share(e["kg_rank"]))
+        else:
+            reasons.append("the model carries no record of the images it learned from, so how unlike them the "
+                           "scan looks did not count")
     nearest, kind = nearest_case(e)
     uses_diversity = "δ" in criterion or "DIV" in criterion
     if uses_diversity and nearest:

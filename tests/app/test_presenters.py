@@ -127,5 +127,12 @@ def test_pick_sentence_is_plain_words_naming_the_case_it_was_measured_against() 
     # DKD alone speaks of the training data and variety only; random says it is random.
     assert "outline" not in pick_sentence("p3", "dkd", {**e, "criterion": "DKD = k̂ · δ"})
     assert "at random" in pick_sentence("p3", "random", e)
+    # A term the model could not compute (KG without source statistics, ASD without a head) is
+    # said not to count, never ranked: its rank is 1 for every case.
+    no_stats = pick_sentence("p3", "assft", {**e, "kg": 1.0, "kg_rank": 1.0, "unavailable": [
+        "no source statistics in the checkpoint: KG ≡ 1 (DKD reduces to diversity)"]})
+    assert "learned from, so how unlike them the scan looks did not count" in no_stats and "any other" not in no_stats
+    no_head = pick_sentence("p3", "assft", {**e, "asd": float("nan"), "asd_rank": 1.0})
+    assert "doubt about the outline did not count" in no_head and "less sure" not in no_head
     # An older explanation without nearest_id names the nearest labelled case.
     assert "p0 (already labelled)" in pick_sentence("p3", "assft", {**e, "nearest_id": None, "nearest_labelled_id": "p0"})
