@@ -281,7 +281,7 @@ def export_project(project: Project, out: Path, *, round_idx: int | None = None,
         if fmt != "assft":
             from assft_core.models.formats import export_model
 
-            export_model(tmp / "model", fmt, tmp / fmt)
+            export_model(tmp / "model", fmt, tmp / fmt, overlap=project.config.inference.overlap)
         metrics = tmp / "metrics"
         metrics.mkdir()
         for r in history:

@@ -107,14 +107,15 @@ def foreign_card(folder: Path) -> ModelCard:
 EXPORT_FORMATS = ("assft", "monai_bundle", "nnunet")
 
 
-def export_model(model_dir: Path, fmt: str, out: Path) -> Path:
+def export_model(model_dir: Path, fmt: str, out: Path, *, overlap: float = 0.25) -> Path:
     """Write the model in `model_dir` (any folder `load_model` reads) to `out` in format `fmt`.
 
     "monai_bundle": configs/metadata.json, configs/inference.json, models/model.pt (MONAI networks:
     unet, segresnet, swin_unetr, monai_bundle); "nnunet": dataset.json, plans.json,
     fold_F/checkpoint_final.pth (backbone nnunet only). A source-statistics file is copied beside
     and named in an `assft_override.json`, so this project reads the exported folder back with its
-    statistics; the foreign library ignores both files.
+    statistics; the foreign library ignores both files. `overlap`: the sliding-window overlap an
+    exported bundle's inferer uses (the project's).
 
     Raises:
         ModelError: an unknown format, or a backbone the format cannot hold (names the ones it can).
@@ -129,8 +130,10 @@ def export_model(model_dir: Path, fmt: str, out: Path) -> Path:
         raise ModelError(f"export format {fmt!r} unknown; choose one of {list(EXPORT_FORMATS)}.")
     loaded = load_model(model_dir, device="cpu")
     card = loaded.card
-    writer = export_monai_bundle if fmt == "monai_bundle" else export_nnunet_folder
-    writer(loaded.network, card, Path(out))
+    if fmt == "monai_bundle":
+        export_monai_bundle(loaded.network, card, Path(out), overlap=overlap)
+    else:
+        export_nnunet_folder(loaded.network, card, Path(out))
     fields: dict[str, Any] = {"classes": {str(k): v for k, v in card.classes.items()}}
     if card.source_stats:
         src = card.resolve(loaded.model_dir or Path(model_dir), card.source_stats)

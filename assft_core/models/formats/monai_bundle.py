@@ -17,8 +17,10 @@ other class (`backbone_kwargs.encoder_layout`, `EncoderLayout`); without either 
 predicts and fine-tunes but has no hookable encoder (no source statistics, no embedding), and
 `assft model-info` says so and lists the layer names to choose from.
 
-Out (`export_monai_bundle`): the same layout, loadable with `monai.bundle.load(name, bundle_dir=...)`
-and `ConfigParser`.
+Out (`export_monai_bundle`): the same layout, loadable with `monai.bundle.load(name, bundle_dir=...,
+workflow_type="inference")` and `ConfigParser`. Its `preprocessing` and `inferer` are this project's
+pipeline and sliding window, so MONAI running them on `probabilities_network` reproduces
+`assft predict` on the preprocessed grid (tested); a bundle card's own preprocessing is replaced.
 """
 
 from __future__ import annotations
@@ -331,83 +333,115 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _network_def(card: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config, network_def) of a bundle for `card`; the config of a bundle card is kept."""
+def _bundle_config(card: Any, overlap: float) -> dict[str, Any]:
+    """The inference config of an exported bundle: MONAI doing what `assft predict` does.
+
+    `network_def` is the logits network the weights belong to (a bundle card's own, else the MONAI
+    class of the backbone) and `network` the standard `@network_def` on the device; the inferer on
+    `probabilities_network` (a softmax after it) blends probabilities as this project's sliding
+    window does (on `network` it blends logits, as Model Zoo bundles do); `preprocessing` is this project's pipeline of `card`
+    (RAS, linear resampling with edges replicated, the body crop, the intensity normalisation,
+    padding to the divisor), and the inferer has its ROI, overlap and constant blending. The other
+    entries of a bundle card's config are kept.
+
+    Raises:
+        ModelError: for a backbone that is not a MONAI network.
+    """
     if card.backbone == "monai_bundle":
         config = copy.deepcopy(card.backbone_kwargs.get("config") or {})
-        net_def = config.get(card.backbone_kwargs.get("network_key", "network_def"))
+        key = card.backbone_kwargs.get("network_key", "network_def")
+        net_def = config.pop(key)
         if isinstance(net_def, dict):
             for name, value in (("in_channels", card.in_channels), ("out_channels", card.out_channels)):
                 if name in net_def:
                     net_def[name] = value
-        return config, net_def
-    targets = {"unet": "monai.networks.nets.UNet", "segresnet": "monai.networks.nets.SegResNet",
-               "swin_unetr": "monai.networks.nets.SwinUNETR"}
-    if card.backbone not in targets:
-        raise ModelError(
-            f"export as MONAI bundle: backbone {card.backbone!r} is not a MONAI network; export it as 'assft'"
-            + (" or 'nnunet'." if card.backbone == "nnunet" else ".")
-        )
-    backbone = get_backbone(card.backbone)
-    kwargs = {**backbone.default_kwargs, **card.backbone_kwargs}
-    net_def = {"_target_": targets[card.backbone], "in_channels": card.in_channels, "out_channels": card.out_channels,
-               **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
-    net_def["spatial_dims"] = 3
+    else:
+        targets = {"unet": "monai.networks.nets.UNet", "segresnet": "monai.networks.nets.SegResNet",
+                   "swin_unetr": "monai.networks.nets.SwinUNETR"}
+        if card.backbone not in targets:
+            raise ModelError(
+                f"export as MONAI bundle: backbone {card.backbone!r} is not a MONAI network; export it as 'assft'"
+                + (" or 'nnunet'." if card.backbone == "nnunet" else ".")
+            )
+        backbone = get_backbone(card.backbone)
+        kwargs = {**backbone.default_kwargs, **card.backbone_kwargs}
+        net_def = {"_target_": targets[card.backbone], "in_channels": card.in_channels, "out_channels": card.out_channels,
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}, "spatial_dims": 3}
+        config = {"imports": ["$import torch"]}
+    config.setdefault("imports", [])
+    if "$import torch" not in config["imports"]:
+        config["imports"].append("$import torch")
+    config.update({
+        "bundle_root": ".",
+        "device": "$torch.device('cpu')",
+        "network_def": net_def,
+        "network": "$@network_def.to(@device)",
+        # MONAI's inferer blends what the network returns: on this one, probabilities, as here.
+        "probabilities_network": "$torch.nn.Sequential(@network, torch.nn.Softmax(dim=1))",
+        "preprocessing": {"_target_": "Compose", "transforms": _preprocessing_steps(card)},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(card.roi_size), "sw_batch_size": 1,
+                    "overlap": float(overlap), "mode": "constant"},
+    })
+    return config
+
+
+def _preprocessing_steps(card: Any) -> list[dict[str, Any]]:
+    """MONAI transforms doing `preprocess.preprocess_image` for `card` (its PreprocessConfig)."""
     pre = card.preprocess
     steps: list[dict[str, Any]] = [
         {"_target_": "LoadImaged", "keys": "image"},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": "image", "pixdim": list(card.spacing_mm), "mode": "bilinear"},
+        {"_target_": "Spacingd", "keys": "image", "pixdim": list(card.spacing_mm), "mode": "bilinear",
+         "padding_mode": "border"},
     ]
-    steps.extend(_intensity_steps(pre))
+    ct = Modality(pre.modality) is Modality.CT
+    if pre.crop_foreground:  # the body: above the air threshold in HU (CT), non-zero (MRI)
+        steps.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "allow_smaller": True,
+                      **({"select_fn": f"$lambda x: x > {float(pre.ct_body_threshold_hu)!r}"} if ct else {})})
+    shift = card.backbone_kwargs.get("input_shift")
+    steps.extend(_intensity_steps(pre, card.backbone_kwargs.get("input_scale"), shift))
+    # Padded with what this project's 0 becomes in the network's range (b_min; 0 for z-scores).
+    steps.append({"_target_": "DivisiblePadd", "keys": "image", "k": int(pre.divisor), "mode": "constant",
+                  "value": float(shift[0]) if shift else 0.0})
     steps.append({"_target_": "EnsureTyped", "keys": "image"})
-    config = {
-        "imports": ["$import torch"],
-        "bundle_root": ".",
-        "device": "$torch.device('cpu')",
-        "network_def": net_def,
-        "network": "$@network_def.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": steps},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(card.roi_size), "sw_batch_size": 1, "overlap": 0.25},
-    }
-    return config, net_def
-
-
-def _intensity_steps(pre: Any) -> list[dict[str, Any]]:
-    """MONAI transforms doing this project's intensity normalisation of `pre` (a PreprocessConfig)."""
-    if Modality(pre.modality) is Modality.CT:
-        lo, hi = pre.ct_window
-        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi,
-                 "b_min": 0.0, "b_max": 1.0, "clip": True}]
-    # MRI statistics are taken inside the body box (the non-zero voxels' bounding box), as here.
-    steps = [{"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "allow_smaller": True}] if pre.crop_foreground else []
-    scheme = MriNormalisation(pre.mri_normalisation)
-    if scheme is MriNormalisation.PERCENTILE:
-        lo, hi = pre.mri_percentiles
-        steps.append({"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
-                      "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True})
-    else:
-        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True,
-                      "nonzero": scheme is MriNormalisation.ZSCORE_NONZERO})
     return steps
 
 
-def export_monai_bundle(network: nn.Module, card: Any, out: Path) -> Path:
+def _intensity_steps(pre: Any, scale: Any = None, shift: Any = None) -> list[dict[str, Any]]:
+    """MONAI transforms doing this project's intensity normalisation of `pre` (a PreprocessConfig),
+    to the [shift, shift + scale] range the network reads (the input adapter's; default [0, 1])."""
+    b_min = float(shift[0]) if shift else 0.0
+    b_max = b_min + (float(scale[0]) if scale else 1.0)
+    if Modality(pre.modality) is Modality.CT:
+        lo, hi = pre.ct_window
+        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi,
+                 "b_min": b_min, "b_max": b_max, "clip": True}]
+    scheme = MriNormalisation(pre.mri_normalisation)
+    if scheme is MriNormalisation.PERCENTILE:
+        lo, hi = pre.mri_percentiles
+        return [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
+                 "b_min": b_min, "b_max": b_max, "clip": True, "channel_wise": True}]
+    return [{"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True,
+             "nonzero": scheme is MriNormalisation.ZSCORE_NONZERO}]
+
+
+def export_monai_bundle(network: nn.Module, card: Any, out: Path, *, overlap: float = 0.25) -> Path:
     """Write `network` as a MONAI bundle folder at `out` (configs/metadata.json, configs/inference.json, models/model.pt).
 
     Args:
         network: the adapted network (a MONAI network: its state-dict keys are the bundle's).
-        card: its ModelCard; the classes become `channel_def`, the preprocessing Spacingd and
-            ScaleIntensityRanged (CT) or ScaleIntensityRangePercentilesd (MRI), the ROI the inferer's.
+        card: its ModelCard; the classes become `channel_def`, its preprocessing MONAI transforms
+            (`_preprocessing_steps`), its ROI the inferer's (`_bundle_config`).
         out: an absent or empty folder.
+        overlap: the sliding-window overlap the inferer uses (the project's).
 
     Raises:
         ModelError: for a backbone that is not a MONAI network (TorchScript, nnU-Net).
     """
     import monai
 
-    config, _ = _network_def(card)
+    config = _bundle_config(card, overlap)
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
@@ -419,7 +453,8 @@ def export_monai_bundle(network: nn.Module, card: Any, out: Path) -> Path:
         "task": "segmentation, adapted with ASSFT Studio",
         "description": card.notes or "adapted with ASSFT Studio",
         "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": card.in_channels,
+            "inputs": {"image": {"type": "image",
+                                 "format": "hounsfield" if Modality(card.preprocess.modality) is Modality.CT else "magnitude", "num_channels": card.in_channels,
                                  "spatial_shape": list(card.roi_size), "dtype": "float32",
                                  "modality": Modality(card.preprocess.modality).value}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": card.out_channels,
