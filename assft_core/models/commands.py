@@ -17,6 +17,10 @@ from assft_core.models.demo_paths import DEFAULT_CORPUS_DIR, DEFAULT_STEPS, DEMO
 
 # Engine modules (torch, MONAI) are imported inside the handlers: `assft --help` must stay fast.
 
+# What a model argument accepts (every command that loads a model says the same).
+MODEL_FOLDER_HELP = ("model folder: this project's (holding model_card.json, or the card file), a MONAI bundle, "
+                     "an nnU-Net v2 trained-model folder, or an `assft export` folder (docs/models.md)")
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `assft stats` to the `assft` parser."""
     p = subparsers.add_parser(
@@ -26,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per-layer source statistics beside the checkpoint (source_stats.pt); the model card is updated.",
     )
     p.add_argument("--data", type=Path, required=True, help="dataset folder (folder of pairs, MSD or nnU-Net v2)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model folder holding model_card.json, or the card file")
+    p.add_argument("--checkpoint", type=Path, required=True, help=MODEL_FOLDER_HELP)
     p.add_argument(
         "--split", default=Split.SOURCE_TRAIN.value, choices=[s.value for s in Split],
         help="which cases are source data (default: source_train)",
@@ -42,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "matched / missing / re-initialised keys, whether it has a head for the card's classes (ASD), an "
         "embedding (diversity) and source statistics (knowledge gap).",
     )
-    info.add_argument("model", type=Path, help="model folder holding model_card.json, or the card file")
+    info.add_argument("model", type=Path, help=MODEL_FOLDER_HELP)
     info.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     info.set_defaults(func=run_model_info)
 
@@ -135,7 +139,8 @@ def run_model_info(args: argparse.Namespace) -> int:
         norm = f"MRI percentiles {list(pre.mri_percentiles)}"
     else:
         norm = f"MRI {pre.mri_normalisation.value} per image"
-    print(f"ROI {list(card.roi_size)} voxels, spacing {list(card.spacing_mm or ())} mm, {pre.modality.value}, {norm}")
+    spacing = " × ".join(f"{float(v):.4g}" for v in card.spacing_mm or ()) or "n/a"
+    print(f"ROI {list(card.roi_size)} voxels, spacing {spacing} mm, {pre.modality.value}, {norm}")
     if card.notes:
         print(f"notes: {card.notes}")
     print(loaded.report)

@@ -58,7 +58,7 @@ def hd95_mm_text(value: Any) -> str:
 
 
 def hd95_text(summary: Mapping[str, Any]) -> str:
-    """A mean HD95 as people should read it: "HD95 13.0 mm (1 missed)".
+    """A mean HD95 as people should read it: "HD95 13.0 mm (1 structure missed, not in the mean)".
 
     A missed structure (reference present, nothing predicted) has HD95 = inf and is left out of the
     mean, so the mean alone gets better when a structure is missed; the missed count goes beside it
@@ -69,11 +69,15 @@ def hd95_text(summary: Mapping[str, Any]) -> str:
             and "missed_total" ((case, class) pairs missed; absent in old records).
 
     Returns:
-        "HD95 x mm (n missed)", "HD95 n/a (n missed)", or "HD95 n/a" when neither is known.
+        "HD95 x mm (n structures missed, not in the mean)", "HD95 n/a (...)", or "HD95 n/a" when
+        neither is known.
     """
     mean = summary.get("mean_hd95_mm")
     missed = summary.get("missed_total")
-    return f"HD95 {hd95_mm_text(mean)}" + ("" if missed is None else f" ({int(missed)} missed)")
+    if missed is None:
+        return f"HD95 {hd95_mm_text(mean)}"
+    n = int(missed)
+    return f"HD95 {hd95_mm_text(mean)} ({n} structure{'' if n == 1 else 's'} missed, not in the mean)"
 
 
 def evaluate_model(project: Project, ref: ModelRef, *, device: str = "auto", round_idx: int | None = None,

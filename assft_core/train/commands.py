@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from assft_core.config import InferenceConfig
+from assft_core.models.commands import MODEL_FOLDER_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,12 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="segment new scans with a model; writes <case>.nii.gz label maps, never overwriting",
-        description="Segment NIfTI scans with a model folder (model_card.json + weights). Each label is "
+        description="Segment NIfTI scans with a model (this project's folder, a MONAI bundle or an nnU-Net v2 folder). Each label is "
         "written on its scan's own grid (same shape and affine). Channel files of one case named "
         "nnU-Net style (case_0000.nii.gz, case_0001.nii.gz) are grouped into one case. Existing "
         "output files are never overwritten: the command refuses and writes nothing.",
     )
-    p.add_argument("model", type=Path, help="model folder (or its model_card.json, or an `assft export` folder)")
+    p.add_argument("model", type=Path, help=MODEL_FOLDER_HELP)
     p.add_argument("images", type=Path, nargs="+", help="NIfTI scans (.nii or .nii.gz)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder for the label maps")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")

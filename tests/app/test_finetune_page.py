@@ -144,7 +144,7 @@ def test_the_evaluated_round_shows_hd95_with_the_missed_count(run_page, oracle_p
         conn.execute("UPDATE rounds SET metrics = ? WHERE idx = 0", (json.dumps(metrics),))
     at = run_page("finetune", oracle_project.folder)
     assert not at.exception
-    assert "HD95 0.0 mm (1 missed)" in [c.value for c in at.caption]
+    assert "HD95 0.0 mm (1 structure missed, not in the mean)" in [c.value for c in at.caption]
 
 
 def test_expected_time_is_shown_before_launch_and_the_quick_demo_preset_states_its_time(

@@ -162,12 +162,12 @@ def test_status_shows_hd95_with_the_missed_count(oracle_project, capsys, monkeyp
     with store.transaction(oracle_project.db) as conn:
         conn.execute("UPDATE rounds SET state = 'evaluated', metrics = ? WHERE idx = 0", (json.dumps(metrics),))
     assert main(["status", "-p", str(oracle_project.folder)]) == 0
-    assert "HD95 0.0 mm (1 missed)" in capsys.readouterr().out
+    assert "HD95 0.0 mm (1 structure missed, not in the mean)" in capsys.readouterr().out
 
 
 def test_hd95_text() -> None:
     from assft_core.session.evaluation import hd95_text
 
-    assert hd95_text({"mean_hd95_mm": 13.04, "missed_total": 0}) == "HD95 13.0 mm (0 missed)"
-    assert hd95_text({"mean_hd95_mm": None, "missed_total": 3}) == "HD95 n/a (3 missed)"
+    assert hd95_text({"mean_hd95_mm": 13.04, "missed_total": 0}) == "HD95 13.0 mm (0 structures missed, not in the mean)"
+    assert hd95_text({"mean_hd95_mm": None, "missed_total": 3}) == "HD95 n/a (3 structures missed, not in the mean)"
     assert hd95_text({}) == "HD95 n/a"
