@@ -30,11 +30,14 @@ class MriNormalisation(str, enum.Enum):
     nnU-Net `ZScoreNormalization` without `use_mask_for_norm`).
     ZSCORE_NONZERO: (x − mean) / std over the non-zero voxels, which are the only ones changed; zero
     stays zero (MONAI `NormalizeIntensityd(nonzero=True)`, nnU-Net with `use_mask_for_norm`).
+    MINMAX: (x − min) / (max − min) over every voxel of the cropped image, to [0, 1] (nnU-Net
+    `RescaleTo01Normalization`, MONAI `ScaleIntensityd(minv=0, maxv=1, channel_wise=True)`).
     """
 
     PERCENTILE = "percentile"
     ZSCORE = "zscore"
     ZSCORE_NONZERO = "zscore_nonzero"
+    MINMAX = "minmax"
 
 
 class BNMode(str, enum.Enum):
@@ -120,7 +123,7 @@ class PreprocessConfig:
         ct_window: HU window (low, high) for CT, then scaled to [0, 1].
         mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1]
             (`mri_normalisation` percentile).
-        mri_normalisation: percentile (default), zscore or zscore_nonzero (`MriNormalisation`).
+        mri_normalisation: percentile (default), zscore, zscore_nonzero or minmax (`MriNormalisation`).
         crop_foreground: crop to the body (non-zero / above-threshold region) before padding.
         divisor: pad each spatial size to a multiple of this (the network's downsampling factor).
         ct_body_threshold_hu: CT voxels above this HU count as body when cropping the foreground

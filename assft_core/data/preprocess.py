@@ -2,8 +2,8 @@
 
 Pipeline (docs/architecture.md, "Layout": data/; METHOD.md §0): orientation RAS -> resampling to
 `cfg.spacing_mm` (image linear, label nearest) -> crop to the body -> intensity normalisation
-(CT: HU window to [0, 1]; MRI: percentiles of non-zero voxels to [0, 1], or a per-image z-score,
-`cfg.mri_normalisation`) -> pad to a multiple of `cfg.divisor`. MONAI's MetaTensor tracks the affine through every step, so the preprocessed
+(CT: HU window to [0, 1]; MRI: percentiles of non-zero voxels to [0, 1], a per-image z-score or
+min-max, `cfg.mri_normalisation`) -> pad to a multiple of `cfg.divisor`. MONAI's MetaTensor tracks the affine through every step, so the preprocessed
 affine is exact and `invert_label` is a nearest-neighbour resampling through world coordinates
 back onto the native grid (the geometry `Invertd` would restore, without keeping transform
 stacks alive in a cache).
@@ -275,6 +275,14 @@ def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTens
             if hi <= lo:
                 raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
             channels.append(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(ch))
+            continue
+        if scheme is MriNormalisation.MINMAX:
+            # As nnU-Net's RescaleTo01Normalization: x − min, then divided by the result's maximum.
+            shifted = ch - ch.min()
+            top = shifted.max()
+            if float(top) <= 0.0:
+                raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+            channels.append(shifted / top)
             continue
         counted = ch[nonzero] if scheme is MriNormalisation.ZSCORE_NONZERO else ch.reshape(-1)
         std, mean = torch.std_mean(counted.float(), correction=0)

@@ -127,6 +127,23 @@ def test_mri_zscore_matches_nnunet_and_monai(tmp_path: Path, nonzero: bool) -> N
     assert (case.image[0][box == 0] == 0).all() == nonzero
 
 
+def test_mri_minmax_equals_nnunet_rescale_to_01_and_monai_scale_intensity(tmp_path: Path) -> None:
+    from monai.transforms import ScaleIntensity
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import RescaleTo01Normalization
+
+    rng = np.random.default_rng(7)
+    img = np.zeros((16, 16, 16), np.float32)
+    img[2:14, 2:14, 2:14] = rng.gamma(2.0, 50.0, (12, 12, 12)) + 30.0
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), mri_normalisation=MriNormalisation.MINMAX, divisor=4)
+    case = preprocess_image([write_nifti(tmp_path / "mr.nii.gz", img)], cfg)
+    box = img[2:14, 2:14, 2:14][None]
+    nnunet = RescaleTo01Normalization(use_mask_for_norm=False, intensityproperties={}).run(box.copy(), None)
+    monai = ScaleIntensity(minv=0.0, maxv=1.0, channel_wise=True)(box.copy())
+    np.testing.assert_array_equal(case.image, nnunet)  # the same float32 operations
+    np.testing.assert_allclose(case.image, np.asarray(monai), atol=1e-6)
+    assert case.image.min() == 0.0 and case.image.max() == 1.0
+
+
 def test_mri_zscore_refuses_a_constant_channel_and_gets_its_own_cache_key(tmp_path: Path) -> None:
     img = np.zeros((8, 8, 8), np.float32)
     img[2:6, 2:6, 2:6] = 7.0

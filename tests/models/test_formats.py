@@ -85,19 +85,26 @@ def test_bundle_output_range_goes_to_the_input_adapter(tmp_path: Path) -> None:
         assert torch.allclose(model.network(y), _monai_net(bundle)(2 * y - 1), atol=1e-5)
 
 
-def test_bundle_zscore_is_reproduced_and_exported_as_monai_preprocesses_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("norm", "scheme"), [
+    ({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True}, "zscore_nonzero"),
+    ({"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0, "channel_wise": True}, "minmax"),
+])
+def test_bundle_mri_normalisation_is_reproduced_and_exported_as_monai_preprocesses_it(
+    tmp_path: Path, norm: dict, scheme: str
+) -> None:
     import nibabel as nib
     from monai.bundle import ConfigParser
 
     from assft_core.data.preprocess import preprocess_image
 
-    norm = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True}
     model = load_model(write_bundle(tmp_path / "b", intensity=norm), device="cpu")
     pre = model.card.preprocess
-    assert pre.modality.value == "MRI" and pre.mri_normalisation.value == "zscore_nonzero" and not pre.crop_foreground
-    assert "NormalizeIntensityd reproduced" in model.card.notes and "input_scale" not in model.card.backbone_kwargs
-    with pytest.raises(ModelError, match="subtrahend.*assft_override.json"):
-        ModelCard.load(write_bundle(tmp_path / "fixed", intensity={**norm, "subtrahend": 10.0}))
+    assert pre.modality.value == "MRI" and pre.mri_normalisation.value == scheme and not pre.crop_foreground
+    assert f"{norm['_target_']} " in model.card.notes and "reproduced" in model.card.notes
+    assert "input_scale" not in model.card.backbone_kwargs
+    if scheme == "zscore_nonzero":
+        with pytest.raises(ModelError, match="subtrahend.*assft_override.json"):
+            ModelCard.load(write_bundle(tmp_path / "fixed", intensity={**norm, "subtrahend": 10.0}))
     # Out, for the bundle itself and for a native UNet (cropped to the body): MONAI running the
     # exported bundle's own preprocessing gives this project's input.
     rng = np.random.default_rng(3)
@@ -231,7 +238,18 @@ def test_nnunet_refusals_and_overrides(tmp_path: Path) -> None:
     plans_file.write_text(json.dumps(plans))
     assert ModelCard.load(mr).preprocess.mri_normalisation.value == "zscore_nonzero"
     rescaled = ModelCard.load(write_nnunet_folder(tmp_path / "r01", normalization="RescaleTo01Normalization"))
-    assert rescaled.preprocess.mri_normalisation.value == "percentile" and "approximated" in rescaled.notes
+    assert rescaled.preprocess.mri_normalisation.value == "minmax" and "RescaleTo01Normalization reproduced" in rescaled.notes
+    plans_file = tmp_path / "r01" / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["RescaleTo01Normalization", "ZScoreNormalization"]
+    plans["configurations"]["3d_fullres"]["use_mask_for_norm"] = [False, False]
+    plans_file.write_text(json.dumps(plans))
+    dataset_file = tmp_path / "r01" / "dataset.json"
+    dataset = json.loads(dataset_file.read_text())
+    dataset["channel_names"] = {"0": "T1", "1": "T2"}
+    dataset_file.write_text(json.dumps(dataset))
+    mixed = ModelCard.load(tmp_path / "r01")  # two schemes across channels: still approximated
+    assert mixed.preprocess.mri_normalisation.value == "percentile" and "approximated" in mixed.notes
 
 
 def test_cli_model_info_init_predict_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,8 @@ is self-contained. Classes come from `metadata.json`
 `preprocessing` transforms; intensities from `ScaleIntensityRanged` (exact: this project's CT
 path is the same window to [0, 1], clipped; `b_min` / `b_max` other than 0 / 1 are applied by the
 input adapter) or `NormalizeIntensityd` (per-image z-score: the MRI `mri_normalisation` zscore,
-or zscore_nonzero for `nonzero=True`; a fixed subtrahend / divisor is refused); the ROI from the `inferer`'s `roi_size`. What cannot be
+or zscore_nonzero for `nonzero=True`; a fixed subtrahend / divisor is refused) or `ScaleIntensityd`
+with minv / maxv (per-image min-max, `mri_normalisation` minmax); the ROI from the `inferer`'s `roi_size`. What cannot be
 derived raises an error naming the field to set in the override card (`assft_override.json`).
 Encoder, norm layers, stages and head are those of the registered backbone of the built
 network's class (MONAI UNet, SegResNet, Swin UNETR), or those the override card names for any
@@ -298,6 +299,17 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
                    " (the bundle pools its channels; this project takes each channel alone)")
                 + "."
             )
+        elif kind in ("ScaleIntensityd", "ScaleIntensity") and arg("factor") is None:
+            lo, hi = arg("minv", 0.0), arg("maxv", 1.0)
+            if lo is None or hi is None or not arg("channel_wise", False) and in_channels not in (None, 1):
+                raise ModelError(
+                    f"{cfg_path}: ScaleIntensityd without minv / maxv, or pooling several channels, is not reproduced; "
+                    "set \"preprocess\" (modality, mri_normalisation) in assft_override.json."
+                )
+            pre.update(modality=Modality.MRI.value, mri_normalisation=MriNormalisation.MINMAX.value)
+            if (float(lo), float(hi)) != (0.0, 1.0):
+                scale, shift = [float(hi) - float(lo)], [float(lo)]
+            notes.append(f"ScaleIntensityd (x − min) / (max − min) -> [{float(lo):g}, {float(hi):g}] per image reproduced.")
         elif kind in ("CropForegroundd", "CropForeground"):
             pre["crop_foreground"] = True
         elif kind in ("Orientationd", "Orientation") and str(arg("axcodes", "RAS")) != "RAS":
@@ -309,7 +321,7 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
         )
     if "modality" not in pre and "modality" not in over_pre:
         raise ModelError(
-            f"{cfg_path}: no ScaleIntensityRanged or NormalizeIntensityd in 'preprocessing'; set \"preprocess\": "
+            f"{cfg_path}: no ScaleIntensityRanged, NormalizeIntensityd or ScaleIntensityd in 'preprocessing'; set \"preprocess\": "
             "{\"modality\": \"CT\", \"ct_window\": [lo, hi]} (or MRI with \"mri_percentiles\") in assft_override.json."
         )
     roi = None
@@ -422,6 +434,8 @@ def _intensity_steps(pre: Any, scale: Any = None, shift: Any = None) -> list[dic
         lo, hi = pre.mri_percentiles
         return [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
                  "b_min": b_min, "b_max": b_max, "clip": True, "channel_wise": True}]
+    if scheme is MriNormalisation.MINMAX:
+        return [{"_target_": "ScaleIntensityd", "keys": "image", "minv": b_min, "maxv": b_max, "channel_wise": True}]
     return [{"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True,
              "nonzero": scheme is MriNormalisation.ZSCORE_NONZERO}]
 

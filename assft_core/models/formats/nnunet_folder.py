@@ -14,8 +14,9 @@ ROI and preprocessing:
 - ZScoreNormalization ((x − mean) / std per image and channel; over the non-zero voxels with the
   plans' `use_mask_for_norm`) is reproduced by the MRI `mri_normalisation` zscore /
   zscore_nonzero, on the resampled grid (nnU-Net takes the statistics before resampling).
-- RescaleTo01Normalization ((x − min) / (max − min)), alone or mixed with ZScore across channels,
-  is approximated: percentiles 0.5–99.5 of the non-zero voxels to [0, 1] (z-scored channels then
+- RescaleTo01Normalization ((x − min) / (max − min)) alone is reproduced by the MRI
+  `mri_normalisation` minmax (statistics after resampling, as for ZScore); mixed with ZScore across
+  channels it is approximated: percentiles 0.5–99.5 of the non-zero voxels to [0, 1] (z-scored channels then
   to [−2.576, 2.576], where those percentiles sit for a normal distribution); the card's notes
   and `assft model-info` say so, and fine-tuning adapts the network to it.
 
@@ -267,6 +268,11 @@ def nnunet_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
             + "; the statistics are taken after resampling to the plans' spacing (nnU-Net: before), which "
             "differs by interpolation only."
         )
+    elif kinds == {"RescaleTo01Normalization"}:
+        pre = {"modality": Modality.MRI.value, "mri_normalisation": MriNormalisation.MINMAX.value}
+        scale, shift = [1.0] * in_channels, [0.0] * in_channels
+        notes.append("RescaleTo01Normalization reproduced: (x − min) / (max − min) per image and channel; the "
+                     "statistics are taken after resampling to the plans' spacing (nnU-Net: before).")
     elif kinds <= {"ZScoreNormalization", "RescaleTo01Normalization"}:
         pre = {"modality": Modality.MRI.value, "mri_percentiles": [0.5, 99.5]}
         zscored = [s == "ZScoreNormalization" for s in schemes]
