@@ -30,6 +30,9 @@ class MriNormalisation(str, enum.Enum):
     nnU-Net `ZScoreNormalization` without `use_mask_for_norm`).
     ZSCORE_NONZERO: (x − mean) / std over the non-zero voxels, which are the only ones changed; zero
     stays zero (MONAI `NormalizeIntensityd(nonzero=True)`, nnU-Net with `use_mask_for_norm`).
+    ZSCORE_BODY: (x − mean) / std over the body, the voxels non-zero in any channel with the holes
+    of that mask filled (nnU-Net `ZScoreNormalization` with `use_mask_for_norm`, whose mask is its
+    crop's `create_nonzero_mask`); zeros inside the body are normalised, those outside stay zero.
     MINMAX: (x − min) / (max − min) over every voxel of the cropped image, to [0, 1] (nnU-Net
     `RescaleTo01Normalization`, MONAI `ScaleIntensityd(minv=0, maxv=1, channel_wise=True)`).
     """
@@ -37,6 +40,7 @@ class MriNormalisation(str, enum.Enum):
     PERCENTILE = "percentile"
     ZSCORE = "zscore"
     ZSCORE_NONZERO = "zscore_nonzero"
+    ZSCORE_BODY = "zscore_body"
     MINMAX = "minmax"
 
 
@@ -123,7 +127,8 @@ class PreprocessConfig:
         ct_window: HU window (low, high) for CT, then scaled to [0, 1].
         mri_percentiles: (low, high) percentiles of foreground intensities mapped to [0, 1]
             (`mri_normalisation` percentile).
-        mri_normalisation: percentile (default), zscore, zscore_nonzero or minmax (`MriNormalisation`).
+        mri_normalisation: percentile (default), zscore, zscore_nonzero, zscore_body or minmax
+            (`MriNormalisation`).
         crop_foreground: crop to the body (non-zero / above-threshold region) before padding.
         divisor: pad each spatial size to a multiple of this (the network's downsampling factor).
         ct_body_threshold_hu: CT voxels above this HU count as body when cropping the foreground

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import CropForeground, DivisiblePad, Orientation, ScaleIntensityRange, Spacing
+from scipy.ndimage import binary_fill_holes
 
 from assft_core.config import Modality, MriNormalisation, PreprocessConfig, to_dict
 from assft_core.data.grid import resample_label_to_grid
@@ -262,10 +263,13 @@ def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTens
         lo, hi = cfg.ct_window
         return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(img)
     scheme = MriNormalisation(cfg.mri_normalisation)
+    body = None
+    if scheme is MriNormalisation.ZSCORE_BODY:  # nnU-Net's create_nonzero_mask: any channel, holes filled
+        body = torch.from_numpy(binary_fill_holes((img != 0).any(0).numpy()))[None]
     channels = []
     for c in range(img.shape[0]):
         ch = img[c : c + 1]
-        nonzero = ch != 0
+        nonzero = ch != 0 if body is None else body
         if not bool(nonzero.any()):
             raise DataError(f"{case_id}: channel {c} is all zero after resampling; check the image file.")
         if scheme is MriNormalisation.PERCENTILE:
@@ -284,13 +288,13 @@ def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTens
                 raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
             channels.append(shifted / top)
             continue
-        counted = ch[nonzero] if scheme is MriNormalisation.ZSCORE_NONZERO else ch.reshape(-1)
+        counted = ch.reshape(-1) if scheme is MriNormalisation.ZSCORE else ch[nonzero]
         std, mean = torch.std_mean(counted.float(), correction=0)
         del counted
         if float(std) <= 1e-8:
             raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
         scaled = (ch - mean) / std
-        if scheme is MriNormalisation.ZSCORE_NONZERO:
+        if scheme is not MriNormalisation.ZSCORE:
             scaled = torch.where(nonzero, scaled, torch.zeros((), dtype=scaled.dtype))
         channels.append(scaled)
     return torch.cat(channels, dim=0) if len(channels) > 1 else channels[0]

@@ -127,6 +127,28 @@ def test_mri_zscore_matches_nnunet_and_monai(tmp_path: Path, nonzero: bool) -> N
     assert (case.image[0][box == 0] == 0).all() == nonzero
 
 
+def test_mri_zscore_body_equals_nnunet_crop_and_masked_zscore(tmp_path: Path) -> None:
+    # nnU-Net with use_mask_for_norm: the mask is its crop's non-zero mask (any channel) with holes
+    # filled, so zeros inside the body are normalised; zeros outside stay zero.
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+    rng = np.random.default_rng(8)
+    img = np.zeros((2, 16, 16, 16), np.float32)
+    img[0, 2:14, 2:14, 2:14] = rng.gamma(2.0, 50.0, (12, 12, 12)) + 1.0
+    img[1, 3:13, 2:14, 2:14] = rng.gamma(3.0, 20.0, (10, 12, 12)) + 1.0
+    img[:, 6:9, 6:9, 6:9] = 0.0  # a hole inside the body, in both channels
+    paths = [write_nifti(tmp_path / f"mr_000{c}.nii.gz", img[c]) for c in range(2)]
+    cfg = PreprocessConfig(spacing_mm=(1.0, 1.0, 1.0), mri_normalisation=MriNormalisation.ZSCORE_BODY, divisor=4)
+    case = preprocess_image(paths, cfg)
+    data, seg, _ = crop_to_nonzero(img.copy())
+    expected = np.stack([ZScoreNormalization(use_mask_for_norm=True, intensityproperties={}).run(data[c].copy(), seg[0])
+                         for c in range(2)])
+    assert case.image.shape == expected.shape == (2, 12, 12, 12)
+    np.testing.assert_allclose(case.image, expected, atol=1e-5)
+    assert (case.image[:, 4:7, 4:7, 4:7] != 0).all()  # the hole (6:9 in the 2:14 box) was normalised
+
+
 def test_mri_minmax_equals_nnunet_rescale_to_01_and_monai_scale_intensity(tmp_path: Path) -> None:
     from monai.transforms import ScaleIntensity
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import RescaleTo01Normalization

@@ -236,7 +236,7 @@ def test_nnunet_refusals_and_overrides(tmp_path: Path) -> None:
     plans = json.loads(plans_file.read_text())
     plans["configurations"]["3d_fullres"]["use_mask_for_norm"] = [True]
     plans_file.write_text(json.dumps(plans))
-    assert ModelCard.load(mr).preprocess.mri_normalisation.value == "zscore_nonzero"
+    assert ModelCard.load(mr).preprocess.mri_normalisation.value == "zscore_body"
     rescaled = ModelCard.load(write_nnunet_folder(tmp_path / "r01", normalization="RescaleTo01Normalization"))
     assert rescaled.preprocess.mri_normalisation.value == "minmax" and "RescaleTo01Normalization reproduced" in rescaled.notes
     plans_file = tmp_path / "r01" / "plans.json"

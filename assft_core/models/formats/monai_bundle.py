@@ -434,6 +434,11 @@ def _intensity_steps(pre: Any, scale: Any = None, shift: Any = None) -> list[dic
         lo, hi = pre.mri_percentiles
         return [{"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": lo, "upper": hi,
                  "b_min": b_min, "b_max": b_max, "clip": True, "channel_wise": True}]
+    if scheme is MriNormalisation.ZSCORE_BODY:
+        raise ModelError(
+            "export as MONAI bundle: mri_normalisation 'zscore_body' (nnU-Net's hole-filled non-zero mask) has no "
+            "MONAI transform; export as 'assft', or set 'zscore_nonzero' (MONAI NormalizeIntensityd(nonzero=True))."
+        )
     if scheme is MriNormalisation.MINMAX:
         return [{"_target_": "ScaleIntensityd", "keys": "image", "minv": b_min, "maxv": b_max, "channel_wise": True}]
     return [{"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True,

@@ -11,9 +11,9 @@ ROI and preprocessing:
   reproduced exactly: this project's CT path maps the window [p0.5, p99.5] to [0, 1] (clipped) and
   the input adapter applies `x · (p99.5 − p0.5) / std + (p0.5 − mean) / std`.
 - RGBTo0_1Normalization (x / 255) is exact too: CT window (0, 255).
-- ZScoreNormalization ((x − mean) / std per image and channel; over the non-zero voxels with the
-  plans' `use_mask_for_norm`) is reproduced by the MRI `mri_normalisation` zscore /
-  zscore_nonzero, on the resampled grid (nnU-Net takes the statistics before resampling).
+- ZScoreNormalization ((x − mean) / std per image and channel; over nnU-Net's non-zero mask, holes
+  filled, with the plans' `use_mask_for_norm`) is reproduced by the MRI `mri_normalisation` zscore /
+  zscore_body, on the resampled grid (nnU-Net takes the statistics before resampling).
 - RescaleTo01Normalization ((x − min) / (max − min)) alone is reproduced by the MRI
   `mri_normalisation` minmax (statistics after resampling, as for ZScore); mixed with ZScore across
   channels it is approximated: percentiles 0.5–99.5 of the non-zero voxels to [0, 1] (z-scored channels then
@@ -259,12 +259,12 @@ def nnunet_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
                 "in assft_override.json."
             )
         nonzero = masked.pop()
-        scheme = MriNormalisation.ZSCORE_NONZERO if nonzero else MriNormalisation.ZSCORE
+        scheme = MriNormalisation.ZSCORE_BODY if nonzero else MriNormalisation.ZSCORE
         pre = {"modality": Modality.MRI.value, "mri_normalisation": scheme.value}
         scale, shift = [1.0] * in_channels, [0.0] * in_channels
         notes.append(
             "ZScoreNormalization reproduced: (x − mean) / std per image and channel"
-            + (" over the non-zero voxels (use_mask_for_norm; nnU-Net also fills holes in that mask)" if nonzero else "")
+            + (" over the body (use_mask_for_norm: voxels non-zero in any channel, holes filled, as nnU-Net)" if nonzero else "")
             + "; the statistics are taken after resampling to the plans' spacing (nnU-Net: before), which "
             "differs by interpolation only."
         )
