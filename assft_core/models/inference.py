@@ -229,7 +229,8 @@ def predict_labels(network: nn.Module, image: torch.Tensor, cfg: InferenceConfig
         if n <= 0 or acc is None:
             return
         assert labels is not None
-        labels[base:upto] = (acc[:, :n] / count[None, :n]).max(dim=0).indices
+        # In place: these planes are final and dropped below, so no (K, n, H, W) quotient is made.
+        labels[base:upto] = acc[:, :n].div_(count[None, :n]).max(dim=0).indices
         # Shift the slab down by n in chunks of n planes: source and target never overlap, so no
         # copy of the slab is made (a clone would double the peak: K x depth x H x W float32).
         for j in range(0, depth - n, n):
