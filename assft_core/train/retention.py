@@ -152,11 +152,17 @@ class RoundRetention:
         (`train.spill`), so memory stays flat in the number of retention cases.
 
         Returns:
-            The retention samples (empty without the `retention` recipe or without unlabelled cases).
+            The retention samples; empty without the `retention` recipe, without unlabelled cases,
+            or when f_0 has no head for the target classes (the log says so: the default recipe
+            must not fail the first round of a model whose head was re-initialised).
         """
         if not self.cfg.uses(Recipe.RETENTION) or not len(unlabelled):
             return []
         assert self.base is not None
+        if not self.base.has_head:  # a re-initialised head predicts nothing worth keeping
+            self.log["retention"] = {"skipped": "f_0 has no head for the target classes yet, so it has no predictions "
+                                                "to keep; the round trained on the labels alone"}
+            return []
         by_id = case_lookup(unlabelled)  # a streamed pool makes only the kept cases again
         report_path = folder / TARGETS_REPORT
         kept = self._saved_targets(report_path, sorted(case_ids(unlabelled)))

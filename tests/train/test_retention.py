@@ -268,6 +268,25 @@ def test_a_round_with_recipes_runs_and_reports_them(tmp_path, recipe: str) -> No
     assert torch.isfinite(out).all() and np.isclose(float(out.sum(1).mean()), 1.0)
 
 
+def test_retention_is_skipped_and_said_so_when_f0_has_no_head(tmp_path) -> None:
+    # The default recipe (frozen_bn+retention) on a model whose head was re-initialised: f_0 has
+    # no predictions to keep, so the round trains on the labels alone instead of failing.
+    import dataclasses
+
+    samples = [cube_sample(f"c{i}", i, SIZE) for i in range(3)]
+    labelled = [identity_case(samples[0])]
+    unlabelled = [type(c)(**{**c.__dict__, "label": None}) for c in (identity_case(s) for s in samples[1:])]
+    f0 = _net()
+    base = dataclasses.replace(wrap_network(copy.deepcopy(f0), CARD), has_head=False)
+    result = run_round_training(
+        copy.deepcopy(f0), CARD, labelled, unlabelled, train_cfg=TRAIN, query_cfg=QueryConfig(), infer_cfg=INFER,
+        ssft_cfg=SSFTConfig(mode=SSFTMode.NONE, supervised_steps=2, ssft_steps=0), run_dir=tmp_path / "round",
+        finetune_cfg=FinetuneConfig(recipe="frozen_bn+retention"), base=base,
+    )
+    assert "no head" in result.retention["retention"]["skipped"]
+    assert result.supervised.history and result.supervised.history[-1].loss_retained == 0.0
+
+
 def test_frozen_bn_recipe_freezes_batchnorm_for_the_round() -> None:
     from assft_core.config import BNMode
     from assft_core.train.retention import RoundRetention
