@@ -241,7 +241,10 @@ def label_with_oracle(project: Project, case_ids: Iterable[str] | None = None) -
             _require_labelable(project, case_id, conn)
             case = _case(project, case_id, conn)
             if not case["has_reference_label"]:
-                raise DataError(f"case {case_id!r} has no reference label in the dataset; the oracle cannot label it.")
+                raise DataError(
+                    f"case {case_id!r} has no reference label in the dataset; the oracle cannot label it. Fix: give "
+                    f"its label file (`assft label -p {project.folder} {case_id} FILE`)."
+                )
             out.append(
                 insert_label(
                     conn,

@@ -107,7 +107,8 @@ class RoundPool:
         labelled: pool case ids with a label (L).
         fixed: picks of this round kept as they are (approved, and still-pending picks other than
             the one being swapped), already in S when the strategy starts.
-        excluded: ids rejected or swapped away this round.
+        excluded: ids rejected or swapped away this round, and in oracle mode the pool cases
+            without a reference label (the oracle cannot label them).
     """
 
     round: int
@@ -455,8 +456,19 @@ def _pool(conn: sqlite3.Connection, project: Project, idx: int, swapping: str | 
         pool_ids=pool_ids,
         labelled=labelled,
         fixed=[c for c in _ids(conn, idx, QueryStatus.APPROVED, QueryStatus.PROPOSED) if c != swapping],
-        excluded=_ids(conn, idx, QueryStatus.REJECTED, QueryStatus.SWAPPED),
+        excluded=_ids(conn, idx, QueryStatus.REJECTED, QueryStatus.SWAPPED) + _oracle_cannot_label(conn, project),
     )
+
+
+def _oracle_cannot_label(conn: sqlite3.Connection, project: Project) -> list[str]:
+    """In oracle mode, the pool cases without a reference label: never proposed, since the oracle
+    could not label them and an approved pick would block the round."""
+    if not project.oracle:
+        return []
+    return [r[0] for r in conn.execute(
+        "SELECT case_id FROM cases WHERE split = ? AND usable = 1 AND has_reference_label = 0 ORDER BY case_id",
+        (Split.POOL.value,),
+    )]
 
 
 def _insert_picks(

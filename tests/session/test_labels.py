@@ -95,3 +95,17 @@ def test_oracle_labels_hidden_until_labelled_and_marked(oracle_project) -> None:
 def test_oracle_refused_in_expert_mode(expert_project) -> None:
     with pytest.raises(StateError, match="not an oracle"):
         labels.label_with_oracle(expert_project)
+
+
+def test_oracle_never_proposes_a_pool_case_it_cannot_label(oracle_project) -> None:
+    # A pool scan without a reference label in an oracle project: proposing it would leave an
+    # approved pick that `label --oracle` refuses and that can no longer be swapped.
+    from assft_core.session import store
+
+    p = oracle_project
+    with store.transaction(p.db) as conn:
+        conn.execute("UPDATE cases SET has_reference_label = 0, reference_label = NULL WHERE case_id = 'p2'")
+    pool = rounds.round_pool(p)
+    assert "p2" in pool.pool_ids and "p2" not in pool.candidates and "p1" in pool.candidates
+    with pytest.raises(StateError, match="cannot propose 'p2'"):  # not even by hand
+        _approve(p, "p2")
