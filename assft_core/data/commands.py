@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", nargs="?", type=Path, help="image file (.nii or .nii.gz; 3D, or 4D with --channels)")
     p.add_argument("label", nargs="?", type=Path, help="label map of the image (optional)")
     p.add_argument("--classes", type=_positive_int, metavar="K",
-                   help="number of classes including background (label values must lie in 0..K-1)")
+                   help="number of classes including background (label values must lie in 0..K-1; a class absent "
+                   "from a label is then a warning); with --dataset, for a folder that declares no classes")
     p.add_argument("--channels", type=_positive_int, metavar="N", help="declared channel count of a 4D image")
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="check every case of a dataset folder (pairs, DICOM series folders, MSD or nnU-Net v2) instead")
@@ -38,7 +39,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="assft-validate-") as tmp:  # DICOM series read as NIfTI here
             manifest = import_dataset(args.dataset, dicom_out=Path(tmp))
-            reports = check_dataset(manifest)
+            reports = check_dataset(manifest, classes=_classes(args.classes))
         n_lab = sum(c.label_path is not None for c in manifest.cases)
         print(f"dataset {manifest.name} ({manifest.schema}, {manifest.modality}, {len(manifest.channel_names)} channel(s), "
               f"classes {manifest.classes or 'undeclared'}): {len(manifest.cases)} cases, {n_lab} labelled")
@@ -48,9 +49,12 @@ def run_validate(args: argparse.Namespace) -> int:
         if args.label is None:
             reports = [check_image([args.image], expected_channels=args.channels)]
         else:
-            classes = {i: f"class_{i}" for i in range(args.classes)} if args.classes else None
-            reports = [check_pair([args.image], args.label, classes, expected_channels=args.channels)]
+            reports = [check_pair([args.image], args.label, _classes(args.classes), expected_channels=args.channels)]
     return _print_reports(reports)
+
+
+def _classes(k: int | None) -> dict[int, str] | None:
+    return {i: f"class_{i}" for i in range(k)} if k else None
 
 
 def _print_reports(reports: list[IntegrityReport]) -> int:

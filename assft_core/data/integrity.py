@@ -130,9 +130,14 @@ def _label_header_fits(report: IntegrityReport, header: HeaderInfo, image: _Load
     return fits
 
 
-def check_dataset(manifest: DatasetManifest, *, cfg: PreprocessConfig | None = None) -> list[IntegrityReport]:
+def check_dataset(
+    manifest: DatasetManifest, *, cfg: PreprocessConfig | None = None, classes: dict[int, str] | None = None
+) -> list[IntegrityReport]:
     """Check every case of an imported dataset (labelled: `check_pair`; unlabelled: `check_image`;
     a DICOM series the import could not convert: its conversion problem).
+
+    `classes`: the classes a dataset that declares none (a plain folder) is checked against (a model
+    card's, or `assft validate --classes K`); a declared class absent from a label is a warning.
 
     Returns:
         One IntegrityReport per case, in manifest order.
@@ -146,7 +151,7 @@ def check_dataset(manifest: DatasetManifest, *, cfg: PreprocessConfig | None = N
             reports.append(check_image(case.image_paths, expected_channels=channels, case_id=case.case_id, cfg=cfg))
         else:
             reports.append(
-                check_pair(case.image_paths, case.label_path, manifest.classes or None,
+                check_pair(case.image_paths, case.label_path, manifest.classes or classes or None,
                            expected_channels=channels, case_id=case.case_id, cfg=cfg)
             )
     return reports

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from assft_core.config import ProjectConfig, from_dict
+from assft_core.data.records import Severity
 from assft_core.errors import StateError
 from assft_core.session import jobs, labels, rounds
 from assft_core.session.pick_words import pick_sentence
@@ -264,10 +265,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+# Warnings printed after an import (the rest are counted).
+_WARNINGS_SHOWN = 10
+
+
 def _print_cases(project: Project) -> None:
     with reading(project.db) as conn:
         cases = conn.execute("SELECT case_id, site, split, usable FROM cases").fetchall()
         unusable = conn.execute("SELECT case_id, integrity FROM cases WHERE usable = 0").fetchall()
+        usable_rows = conn.execute("SELECT case_id, integrity FROM cases WHERE usable = 1 ORDER BY case_id").fetchall()
     current = labels.current_labels(project)
     total: Counter[tuple[str, str]] = Counter()
     usable: Counter[tuple[str, str]] = Counter()
@@ -288,6 +294,14 @@ def _print_cases(project: Project) -> None:
         print(f"\nunusable case {row['case_id']}:")
         for problem in problems_from_json(row["integrity"]):
             print(f"  {problem}")
+    warned = [(row["case_id"], p) for row in usable_rows for p in problems_from_json(row["integrity"])
+              if p.severity is Severity.WARNING]
+    if warned:
+        print(f"\n{len(warned)} warning(s) on usable cases:")
+        for case_id, problem in warned[:_WARNINGS_SHOWN]:
+            print(f"  [{case_id}] {problem}")
+        if len(warned) > _WARNINGS_SHOWN:
+            print(f"  … and {len(warned) - _WARNINGS_SHOWN} more (`assft validate --dataset DIR` lists them all)")
 
 
 def _print_jobs(rows: list[jobs.JobInfo]) -> None:

@@ -63,3 +63,20 @@ def test_parse_classes() -> None:
     assert parse_classes(["bg", "liver"]) == {0: "bg", 1: "liver"}
     with pytest.raises(StateError):
         parse_classes(["1"])
+
+
+def test_init_prints_the_warning_and_validate_takes_classes_for_a_folder(tmp_path: Path, capsys) -> None:
+    from assft_core.cli import main
+
+    data = _folder(tmp_path / "data")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps(CARD))
+    assert main(["init", str(tmp_path / "proj"), "--dataset", str(data), "--model", str(card)]) == 0
+    out = capsys.readouterr().out
+    assert "1 warning(s) on usable cases" in out and "[no_spleen]" in out and "2 spleen" in out
+    # `validate --dataset` of the folder checks against --classes when the folder declares none.
+    assert main(["validate", "--dataset", str(data)]) == 0
+    assert "0 warning(s)" in capsys.readouterr().out
+    assert main(["validate", "--dataset", str(data), "--classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "absent" in out and "0 error(s), 1 warning(s)" in out
