@@ -99,7 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="`label CASE FILE` validates FILE against the case's image and stores a copy as a "
         "new version; `label --oracle [CASE...]` labels approved picks from the dataset (demo mode)."))
     p.add_argument("--oracle", action="store_true", help="use the dataset's reference labels")
-    p.add_argument("args", nargs="*", metavar="CASE [FILE]", help="CASE FILE, or with --oracle: CASE...")
+    p.add_argument("args", nargs="*", metavar="CASE_OR_FILE",
+                   help="one CASE and its label FILE (one case per command), or with --oracle: zero or more CASEs "
+                        "(none: every approved pick)")
     p.set_defaults(func=_label, usage_error=p.error)
 
     job = sub.add_parser("job", help="list, cancel, resume or run background jobs")
