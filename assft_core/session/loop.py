@@ -74,7 +74,12 @@ def run_job_here(project: Project, kind: str, params: Mapping[str, Any], *, log:
         return job
     if status is JobStatus.FAILED:
         first = (job.error or "unknown error").strip().splitlines()[0]
-        raise StateError(f"{kind} job #{job_id} failed: {first} (log: {job.run_dir / jobs.LOG_NAME}).")
+        log_path = job.run_dir / jobs.LOG_NAME
+        # Run in this process, its traceback went to the terminal only: the log named must hold it.
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(job.error or "unknown error\n")
+        raise StateError(f"{kind} job #{job_id} failed: {first} (log: {log_path}).")
     raise StateError(f"{kind} job #{job_id} was {status.value}; run again (or `assft job resume {job_id}`) to continue.")
 
 

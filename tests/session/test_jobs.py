@@ -182,3 +182,14 @@ def test_cancel_of_a_killed_unreaped_job_ends_at_once(project) -> None:
     assert status is JobStatus.CANCELLED
     assert time.perf_counter() - start < 2.0
     child.wait()
+
+
+def test_a_job_failing_in_this_process_leaves_its_traceback_in_the_log_it_names(project) -> None:
+    import re
+
+    from assft_core.session.loop import run_job_here
+
+    with pytest.raises(StateError, match=r"test_boom job #\d+ failed: RuntimeError: handler exploded \(log: ") as exc:
+        run_job_here(project, "test_boom", {})
+    log = Path(re.search(r"\(log: (.+)\)\.$", str(exc.value)).group(1))
+    assert "Traceback" in log.read_text() and "handler exploded" in log.read_text()
