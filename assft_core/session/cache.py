@@ -56,9 +56,9 @@ class CacheUsage:
         return self.total_bytes / self.entries if self.entries else None
 
     def describe(self) -> str:
-        """One line for `assft status`, e.g. "preprocessing cache: 3 entries, 140.0 MB (46.7 MB per case); no limit"."""
+        """One line for `assft status`, e.g. "preprocessing cache: 3 entries, 140.0 MB (46.7 MB per entry); no limit"."""
         size = f"{self.total_bytes / 1e6:.1f} MB"
-        per = f" ({self.per_entry_bytes / 1e6:.1f} MB per case)" if self.per_entry_bytes else ""
+        per = f" ({self.per_entry_bytes / 1e6:.1f} MB per entry)" if self.per_entry_bytes else ""
         limit = (
             f"limit {self.limit_bytes / _GB:g} GB (least recently used entries are deleted)"
             if self.limit_bytes is not None
@@ -70,7 +70,15 @@ class CacheUsage:
             else ""
         )
         count = f"{self.entries} entr{'y' if self.entries == 1 else 'ies'}"
-        return f"preprocessing cache: {count}, {size}{per}; {limit}{old}"
+        return f"preprocessing cache: {count}, {size}{per}; {limit}{old}{too_small_note(self.limit_bytes, self.per_entry_bytes)}"
+
+
+def too_small_note(limit_bytes: int | None, entry_bytes: float | None) -> str:
+    """A warning when the limit cannot hold one entry (every pass then preprocesses again), else ""."""
+    if limit_bytes is None or not entry_bytes or limit_bytes >= entry_bytes:
+        return ""
+    return (f"; the limit is smaller than one entry ({entry_bytes / 1e6:.1f} MB), so nothing stays cached and every "
+            f"pass preprocesses again: raise it to at least {entry_bytes / _GB:.2g} GB")
 
 
 def cache_usage(folder: Path, limit_bytes: int | None = None) -> CacheUsage:

@@ -194,7 +194,7 @@ def _import(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from assft_core.session.cache import cache_usage, prune_cache
+    from assft_core.session.cache import cache_usage, prune_cache, too_small_note
     from assft_core.session.project import save_config
     from assft_core.session.workspace import PREPROCESS_CACHE, cache_limit_bytes
 
@@ -205,11 +205,13 @@ def _cache(args: argparse.Namespace) -> int:
         project = save_config(project, dataclasses.replace(project.config, cache_limit_gb=None if args.no_limit else args.limit))
     folder = project.artifact_path(*PREPROCESS_CACHE)
     limit = cache_limit_bytes(project)
+    before = cache_usage(folder, limit)
     if limit is not None:
         removed = prune_cache(folder, limit)
         if removed:
             print(f"deleted {len(removed)} least recently used cache entr{'y' if len(removed) == 1 else 'ies'}")
-    print(cache_usage(folder, limit).describe())
+    after = cache_usage(folder, limit)
+    print(after.describe() if after.entries else after.describe() + too_small_note(limit, before.per_entry_bytes))
     return 0
 
 

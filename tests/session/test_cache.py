@@ -73,7 +73,11 @@ def test_status_and_cache_command_show_the_size_and_set_the_limit(tmp_path: Path
     _entry(cache, "new", 2000, 2000.0)
     assert main(["cache", "-p", str(proj), "--limit", "0.000003"]) == 0
     out = capsys.readouterr().out
-    assert "deleted 1 least recently used cache entry" in out and "1 entry, 0.0 MB (0.0 MB per case)" in out
-    assert _names(cache) == ["new"]
+    assert "deleted 1 least recently used cache entry" in out and "1 entry, 0.0 MB (0.0 MB per entry)" in out
+    assert _names(cache) == ["new"] and "smaller than one entry" not in out
+    # A limit below one entry keeps nothing: said, with the size to give instead.
+    assert main(["cache", "-p", str(proj), "--limit", "0.000001"]) == 0
+    out = capsys.readouterr().out
+    assert _names(cache) == [] and "smaller than one entry (0.0 MB)" in out and "raise it to at least 2e-06 GB" in out
     assert main(["cache", "-p", str(proj), "--no-limit"]) == 0
     assert open_project(proj).config.cache_limit_gb is None and "no limit" in capsys.readouterr().out
