@@ -130,7 +130,7 @@ def run_model_info(args: argparse.Namespace) -> int:
     print(f"format: { {'monai_bundle': 'MONAI bundle', 'nnunet_v2': 'nnU-Net v2 trained-model folder'}.get(fmt or '', 'ASSFT model folder')}")
     kwargs = card.backbone_kwargs
     if card.backbone in ("monai_bundle", "nnunet"):  # their kwargs carry whole configs / plans
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("config", "plans", "dataset_json", "arch_kwargs")}
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("config", "metadata", "plans", "dataset_json", "arch_kwargs")}
     print(f"backbone {card.backbone} {kwargs}, {card.in_channels} channel(s), classes {card.classes}")
     pre = card.preprocess
     if pre.modality.value == "CT":

@@ -57,6 +57,7 @@ def write_bundle(
     }
     metadata = {
         "version": "0.1.0", "monai_version": "1.6.1", "pytorch_version": "2.13.0", "name": "tiny",
+        "authors": "a lab", "license": "Apache-2.0",
         "network_data_format": {
             "inputs": {"image": {"type": "image", "num_channels": 1, "spatial_shape": [16, 16, 16], "modality": "CT"}},
             "outputs": {"pred": {"type": "image", "num_channels": 3,

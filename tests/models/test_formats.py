@@ -75,6 +75,11 @@ def test_bundle_loads_scores_fine_tunes_and_exports(tmp_path: Path) -> None:
         ref = model.network(x)
         assert torch.allclose(theirs(x), ref, atol=1e-5) and torch.allclose(ours.network(x), ref, atol=1e-5)
     assert ours.card.classes == card.classes and ours.card.spacing_mm == card.spacing_mm
+    # The brought bundle's metadata is kept (authors, licence), with the adapted classes.
+    meta = json.loads((exported / "configs" / "metadata.json").read_text())
+    assert (meta["name"], meta["authors"], meta["license"]) == ("tiny", "a lab", "Apache-2.0")
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {str(k): v for k, v in card.classes.items()}
+    assert "adapted with ASSFT Studio" in meta["description"]
 
 
 def test_bundle_output_range_goes_to_the_input_adapter(tmp_path: Path) -> None:

@@ -330,7 +330,8 @@ def bundle_card_fields(folder: Path, override: dict[str, Any]) -> dict[str, Any]
     if roi is None and "roi_size" not in override:
         raise ModelError(f"{cfg_path}: no inferer roi_size; set \"roi_size\" in assft_override.json.")
     in_channels = int(in_channels) if in_channels is not None else 1
-    kwargs: dict[str, Any] = {"config": config, "network_key": "network_def"}
+    # The bundle's metadata travels with the card, so an export keeps its authors, licence and fields.
+    kwargs: dict[str, Any] = {"config": config, "network_key": "network_def", "metadata": meta}
     if scale is not None:
         kwargs.update(input_scale=scale * in_channels, input_shift=shift * in_channels)  # type: ignore[operator]
     return {
@@ -464,7 +465,8 @@ def export_monai_bundle(network: nn.Module, card: Any, out: Path, *, overlap: fl
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
-    metadata = {
+    ct = Modality(card.preprocess.modality) is Modality.CT
+    ours = {
         "version": "0.1.0",
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
@@ -472,17 +474,37 @@ def export_monai_bundle(network: nn.Module, card: Any, out: Path, *, overlap: fl
         "task": "segmentation, adapted with ASSFT Studio",
         "description": card.notes or "adapted with ASSFT Studio",
         "network_data_format": {
-            "inputs": {"image": {"type": "image",
-                                 "format": "hounsfield" if Modality(card.preprocess.modality) is Modality.CT else "magnitude", "num_channels": card.in_channels,
-                                 "spatial_shape": list(card.roi_size), "dtype": "float32",
-                                 "modality": Modality(card.preprocess.modality).value}},
+            "inputs": {"image": {"type": "image", "format": "hounsfield" if ct else "magnitude",
+                                 "num_channels": card.in_channels, "spatial_shape": list(card.roi_size),
+                                 "dtype": "float32", "modality": Modality(card.preprocess.modality).value}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": card.out_channels,
                                  "spatial_shape": list(card.roi_size), "dtype": "float32",
                                  "channel_def": {str(k): v for k, v in sorted(card.classes.items())}}},
         },
     }
+    original = card.backbone_kwargs.get("metadata") if card.backbone == "monai_bundle" else None
+    metadata = _metadata_of_export(original, ours) if isinstance(original, dict) else ours
     atomic_write_text(out / "configs" / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     atomic_write_text(out / "configs" / "inference.json", json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_write(out / "models" / "model.pt", lambda tmp: torch.save(state, tmp))
     return out
+
+
+def _metadata_of_export(original: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """The brought bundle's metadata with what the adaptation changed: the library versions, the
+    classes and channel counts, the ROI; every other field of it (authors, licence, value ranges,
+    references) is kept, and the description says the model was adapted."""
+    metadata = copy.deepcopy(original)
+    for key in ("monai_version", "pytorch_version"):
+        metadata[key] = ours[key]
+    metadata["description"] = f"{original.get('description') or original.get('name') or 'MONAI bundle'} (adapted with ASSFT Studio)"
+    fmt = metadata.setdefault("network_data_format", {})
+    for side, key in (("inputs", "image"), ("outputs", "pred")):
+        entry = fmt.setdefault(side, {}).setdefault(key, {})
+        mine = ours["network_data_format"][side][key]
+        for field in ("num_channels", "spatial_shape") + (("channel_def",) if side == "outputs" else ()):
+            entry[field] = mine[field]
+        for field, value in mine.items():
+            entry.setdefault(field, value)
+    return metadata
