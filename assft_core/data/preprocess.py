@@ -277,7 +277,7 @@ def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTens
             q = torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)], torch.tensor(cfg.mri_percentiles) / 100.0)
             lo, hi = float(q[0]), float(q[1])
             if hi <= lo:
-                raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+                raise _constant_channel(case_id, c)
             channels.append(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(ch))
             continue
         if scheme is MriNormalisation.MINMAX:
@@ -285,19 +285,23 @@ def _normalise(img: MetaTensor, cfg: PreprocessConfig, case_id: str) -> MetaTens
             shifted = ch - ch.min()
             top = shifted.max()
             if float(top) <= 0.0:
-                raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+                raise _constant_channel(case_id, c)
             channels.append(shifted / top)
             continue
         counted = ch.reshape(-1) if scheme is MriNormalisation.ZSCORE else ch[nonzero]
         std, mean = torch.std_mean(counted.float(), correction=0)
         del counted
         if float(std) <= 1e-8:
-            raise DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
+            raise _constant_channel(case_id, c)
         scaled = (ch - mean) / std
         if scheme is not MriNormalisation.ZSCORE:
             scaled = torch.where(nonzero, scaled, torch.zeros((), dtype=scaled.dtype))
         channels.append(scaled)
     return torch.cat(channels, dim=0) if len(channels) > 1 else channels[0]
+
+
+def _constant_channel(case_id: str, c: int) -> DataError:
+    return DataError(f"{case_id}: channel {c} has constant intensity; it cannot be normalised.")
 
 
 def _with_identity(case: PreprocessedCase, case_id: str, site: str) -> PreprocessedCase:

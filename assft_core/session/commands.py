@@ -211,7 +211,8 @@ def _cache(args: argparse.Namespace) -> int:
         if removed:
             print(f"deleted {len(removed)} least recently used cache entr{'y' if len(removed) == 1 else 'ies'}")
     after = cache_usage(folder, limit)
-    print(after.describe() if after.entries else after.describe() + too_small_note(limit, before.per_entry_bytes))
+    # An emptied cache no longer knows its entries' size: the note takes it from before the pruning.
+    print(after.describe() + ("" if after.entries else too_small_note(limit, before.per_entry_bytes)))
     return 0
 
 

@@ -9,7 +9,6 @@ left out of the HD95 means so one case cannot make them inf.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,12 +111,6 @@ class ClassScore:
         return d
 
 
-HD95_MARGIN_VOXELS = 2
-"""Voxels added on each side of a structure's bounding box (union of reference and prediction)
-before its surface distances are computed; MONAI crops to the box plus one voxel itself, so any
-margin ≥ 1 gives the numbers of the whole volume."""
-
-
 def _class_indices(a: np.ndarray, num_classes: int) -> np.ndarray:
     """`a` as an unsigned integer array (no copy when it already is one), for `find_objects`."""
     if a.dtype in (np.uint8, np.uint16):
@@ -125,16 +118,10 @@ def _class_indices(a: np.ndarray, num_classes: int) -> np.ndarray:
     return a.astype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
-def _union_box(
-    a: tuple[slice, ...] | None, b: tuple[slice, ...] | None, shape: Sequence[int], margin: int
-) -> tuple[slice, ...]:
-    """The smallest box holding boxes `a` and `b` (either may be None), grown by `margin` voxels
-    on each side and clipped to `shape`."""
+def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...]:
+    """The smallest box holding boxes `a` and `b` (either may be None)."""
     boxes = [x for x in (a, b) if x is not None]
-    return tuple(
-        slice(max(0, min(x[d].start for x in boxes) - margin), min(int(n), max(x[d].stop for x in boxes) + margin))
-        for d, n in enumerate(shape)
-    )
+    return tuple(slice(min(x[d].start for x in boxes), max(x[d].stop for x in boxes)) for d in range(len(boxes[0])))
 
 
 def score_classes(
@@ -144,9 +131,9 @@ def score_classes(
 
     Memory stays per class and per structure: one pass of `scipy.ndimage.find_objects` over each
     volume gives every class's bounding box; then each class's boolean masks are made only inside
-    the union of its reference and predicted boxes (plus `HD95_MARGIN_VOXELS`): Dice from their
-    counts, HD95 from their edges (`_hd95_mm`). No one-hot or float volume is made; the numbers are
-    those of MONAI's `compute_dice` and `compute_hausdorff_distance` on the whole volume (tested).
+    the union of its reference and predicted boxes: Dice from their counts, HD95 from their edges
+    (`_hd95_mm`). No one-hot or float volume is made; the numbers are those of MONAI's
+    `compute_dice` and `compute_hausdorff_distance` on the whole volume (tested).
 
     Args:
         pred: (X, Y, Z) predicted class indices (any integer dtype; uint8 avoids a copy).
@@ -179,7 +166,7 @@ def score_classes(
         if box_p is None and box_r is None:
             scores[k] = ClassScore(dice=None, hd95_mm=None, missed=False, ref_voxels=0, pred_voxels=0)
             continue
-        box = _union_box(box_p, box_r, ref_i.shape, HD95_MARGIN_VOXELS)
+        box = _union_box(box_p, box_r)
         p, r = pred_i[box] == k, ref_i[box] == k
         n_ref, n_pred = int(np.count_nonzero(r)), int(np.count_nonzero(p))
         # MONAI's compute_dice with ignore_empty=False: an empty reference with a non-empty

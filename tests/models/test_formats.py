@@ -80,6 +80,9 @@ def test_bundle_loads_scores_fine_tunes_and_exports(tmp_path: Path) -> None:
     assert (meta["name"], meta["authors"], meta["license"]) == ("tiny", "a lab", "Apache-2.0")
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {str(k): v for k, v in card.classes.items()}
     assert "adapted with ASSFT Studio" in meta["description"]
+    from assft_core.models.formats.monai_bundle import _metadata_of_export
+
+    assert _metadata_of_export(meta, meta)["description"] == meta["description"]  # said once on re-export
 
 
 def test_bundle_output_range_goes_to_the_input_adapter(tmp_path: Path) -> None:

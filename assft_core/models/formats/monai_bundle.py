@@ -498,7 +498,9 @@ def _metadata_of_export(original: dict[str, Any], ours: dict[str, Any]) -> dict[
     metadata = copy.deepcopy(original)
     for key in ("monai_version", "pytorch_version"):
         metadata[key] = ours[key]
-    metadata["description"] = f"{original.get('description') or original.get('name') or 'MONAI bundle'} (adapted with ASSFT Studio)"
+    described = str(original.get("description") or original.get("name") or "MONAI bundle")
+    suffix = " (adapted with ASSFT Studio)"
+    metadata["description"] = described if described.endswith(suffix) else described + suffix  # once, on re-export
     fmt = metadata.setdefault("network_data_format", {})
     for side, key in (("inputs", "image"), ("outputs", "pred")):
         entry = fmt.setdefault(side, {}).setdefault(key, {})
