@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from assft_core.cli import main
-from assft_core.config import InferenceConfig, TrainConfig
+from assft_core.config import InferenceConfig, MriNormalisation, TrainConfig
 from assft_core.errors import ModelError
 from assft_core.models.card import ModelCard
 from assft_core.models.formats import OVERRIDE_FILE, export_model
@@ -113,6 +113,9 @@ def test_bundle_mri_normalisation_is_reproduced_and_exported_as_monai_preprocess
     if scheme == "zscore_nonzero":
         with pytest.raises(ModelError, match="subtrahend.*assft_override.json"):
             ModelCard.load(write_bundle(tmp_path / "fixed", intensity={**norm, "subtrahend": 10.0}))
+    else:  # min-max without a target range is not guessed
+        with pytest.raises(ModelError, match="ScaleIntensityd without minv / maxv.*assft_override.json"):
+            ModelCard.load(write_bundle(tmp_path / "norange", intensity={**norm, "minv": None}))
     # Out, for the bundle itself and for a native UNet (cropped to the body): MONAI running the
     # exported bundle's own preprocessing gives this project's input.
     rng = np.random.default_rng(3)
@@ -124,6 +127,10 @@ def test_bundle_mri_normalisation_is_reproduced_and_exported_as_monai_preprocess
     kwargs = {k: v for k, v in UNET_DEF.items() if k in ("channels", "strides", "num_res_units", "norm")}
     native = ModelCard(backbone="unet", in_channels=1, classes=model.card.classes, roi_size=(16, 16, 16),
                        backbone_kwargs=kwargs, preprocess=replace(pre, crop_foreground=True))
+    body = replace(native, preprocess=replace(pre, mri_normalisation=MriNormalisation.ZSCORE_BODY))
+    with pytest.raises(ModelError, match="'zscore_body'.*no MONAI transform.*'zscore_nonzero'"):
+        export_model(save_model(model.network, body, tmp_path / "body"), "monai_bundle", tmp_path / "out" / "body")
+    assert not (tmp_path / "out" / "body").exists()  # nothing half-written
     for name, card in (("bundle", model.card), ("unet", native)):
         exported = export_model(save_model(model.network, card, tmp_path / name), "monai_bundle", tmp_path / "out" / name)
         parser = ConfigParser()
